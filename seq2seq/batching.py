@@ -1,0 +1,132 @@
+"""Token-count batching with length bucketing.
+
+Training batches are formed so that ``n_sentences * max(longest source, longest target)`` stays
+within a token budget: padding is small because sentences of similar length share a batch
+(they are sorted by length inside pools of ``bucket_pool`` batches), and the batch order is
+shuffled. The order of an epoch is a pure function of ``(seed, epoch)``, so a run that resumes at
+batch ``k`` of epoch ``e`` sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seq2seq.vocab import BOS, EOS, PAD
+
+
+@dataclass
+class Batch:
+    """A padded batch. Source and target exclude bos; targets end with eos."""
+
+    src: torch.Tensor  # (B, S) source ids + eos, padded with PAD
+    src_len: torch.Tensor  # (B,)
+    tgt_in: torch.Tensor | None = None  # (B, T) bos + target ids
+    tgt_out: torch.Tensor | None = None  # (B, T) target ids + eos
+    index: torch.Tensor | None = None  # (B,) positions of the sentences in the corpus
+
+    @property
+    def n_tgt_tokens(self) -> int:
+        return int((self.tgt_out != PAD).sum()) if self.tgt_out is not None else 0
+
+    @property
+    def n_src_tokens(self) -> int:
+        return int(self.src_len.sum())
+
+    def to(self, device: torch.device) -> Batch:
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch(move(self.src), move(self.src_len), move(self.tgt_in), move(self.tgt_out),
+                     self.index)
+
+
+def pad(seqs: Sequence[Sequence[int]], prefix: int | None = None, suffix: int | None = None
+        ) -> torch.Tensor:
+    """Right-pad id lists into a (B, L) long tensor, adding an optional first and last id."""
+    extra = (prefix is not None) + (suffix is not None)
+    width = max((len(s) for s in seqs), default=0) + extra
+    out = torch.full((len(seqs), max(width, 1)), PAD, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        row = ([prefix] if prefix is not None else []) + list(s)
+        if suffix is not None:
+            row.append(suffix)
+        if row:
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def make_batch(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None = None,
+               index: Sequence[int] | None = None) -> Batch:
+    src_t = pad(src, suffix=EOS)
+    src_len = torch.tensor([len(s) + 1 for s in src], dtype=torch.long)
+    tgt_in = tgt_out = None
+    if tgt is not None:
+        tgt_in = pad(tgt, prefix=BOS)
+        tgt_out = pad(tgt, suffix=EOS)
+    idx = torch.tensor(list(index), dtype=torch.long) if index is not None else None
+    return Batch(src_t, src_len, tgt_in, tgt_out, idx)
+
+
+def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray | None, max_tokens: int,
+                  order: np.ndarray) -> list[np.ndarray]:
+    """Cut ``order`` (indices, already sorted as wanted) into consecutive batches whose padded
+    size ``n * max_len`` (+1 for eos/bos) stays within ``max_tokens``; a single sentence longer
+    than the budget gets a batch of its own."""
+    lens = src_lens if tgt_lens is None else np.maximum(src_lens, tgt_lens)
+    lens = lens[order] + 1
+    batches: list[np.ndarray] = []
+    start, longest = 0, 0
+    for i, length in enumerate(lens):
+        new_longest = max(longest, int(length))
+        if i > start and new_longest * (i - start + 1) > max_tokens:
+            batches.append(order[start:i])
+            start, new_longest = i, int(length)
+        longest = new_longest
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+class TrainBatches:
+    """The training batches of every epoch, reproducible from ``(seed, epoch)``."""
+
+    def __init__(self, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]],
+                 max_tokens: int, seed: int, bucket_pool: int = 100):
+        self.src, self.tgt = src, tgt
+        self.src_lens = np.array([len(s) for s in src], dtype=np.int64)
+        self.tgt_lens = np.array([len(t) for t in tgt], dtype=np.int64)
+        self.max_tokens, self.seed, self.bucket_pool = max_tokens, seed, bucket_pool
+
+    def epoch(self, epoch: int) -> list[np.ndarray]:
+        """The list of batches (arrays of sentence indices) of one epoch, in training order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        n = len(self.src_lens)
+        perm = rng.permutation(n)
+        # Mean sentences a batch, to size the sorting pools.
+        mean_len = float(np.maximum(self.src_lens, self.tgt_lens).mean()) + 1
+        pool = max(1, int(self.bucket_pool * self.max_tokens / mean_len))
+        batches: list[np.ndarray] = []
+        for start in range(0, n, pool):
+            chunk = perm[start : start + pool]
+            key = np.maximum(self.src_lens[chunk], self.tgt_lens[chunk]) * 1000 + self.src_lens[
+                chunk
+            ]
+            chunk = chunk[np.argsort(key, kind="stable")]
+            batches.extend(token_batches(self.src_lens, self.tgt_lens, self.max_tokens, chunk))
+        order = rng.permutation(len(batches))
+        return [batches[i] for i in order]
+
+    def collate(self, idx: np.ndarray) -> Batch:
+        return make_batch([self.src[i] for i in idx], [self.tgt[i] for i in idx], idx)
+
+
+def inference_batches(src: Sequence[Sequence[int]], max_sentences: int) -> list[np.ndarray]:
+    """Batches for decoding: sorted by length (less padding), at most ``max_sentences`` each.
+    Callers restore the original order through ``Batch.index``."""
+    lens = np.array([len(s) for s in src], dtype=np.int64)
+    order = np.argsort(-lens, kind="stable")
+    return [order[i : i + max_sentences] for i in range(0, len(order), max_sentences)]

@@ -1,0 +1,323 @@
+"""Typed, validated configuration.
+
+A YAML file is read into the dataclasses below. Validation happens once, at load time: an unknown
+key, a value of the wrong type or a value outside its allowed set is reported with its full dotted
+path, e.g. ``model.attention.score: 'generl' is not one of additive, dot, ...``. Command-line
+overrides (``--set model.hidden_size=512``) are applied to the raw mapping first and so pass through
+exactly the same checks. Builders take these objects, never raw dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from seq2seq.errors import ConfigError
+
+
+@dataclass
+class SplitsConfig:
+    """Names of the splits in the data source (Multi30k calls its test set test_2016_flickr)."""
+
+    train: str = "train"
+    valid: str = "val"
+    test: str = "test_2016_flickr"
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel text comes from.
+
+    format:
+      local  -- a directory of ``{split}.{lang}`` files, plain or gzipped (``.gz``)
+      tsv    -- a directory of ``{split}.tsv`` files with a header row naming the language columns
+      jsonl  -- a directory of ``{split}.jsonl`` files; each record has a ``translation`` dict or
+                one field per language
+      hub    -- a Hugging Face dataset name (or a local dataset directory) loaded with
+                ``datasets.load_dataset(path, hub_config)``
+    """
+
+    format: Literal["local", "tsv", "jsonl", "hub"] = "local"
+    path: str = "data/multi30k"
+    hub_config: str | None = None
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+    max_len: int = 100  # training pairs longer than this (in subwords, either side) are dropped
+    max_sentences: int | None = None  # keep only the first N training pairs (quick experiments)
+
+
+@dataclass
+class VocabConfig:
+    """SentencePiece subword vocabulary, trained on the training split."""
+
+    type: Literal["unigram", "bpe"] = "unigram"
+    size: int = 8000
+    joint: bool = True  # one model for both languages (enables shared embeddings)
+    character_coverage: float = 1.0
+    max_train_sentences: int = 2_000_000  # SentencePiece input_sentence_size
+
+
+@dataclass
+class AttentionConfig:
+    """The alignment model. See docs/attention.md for every score and its paper."""
+
+    score: str = "additive"  # a name in seq2seq.attention.SCORES
+    style: Literal["bahdanau", "luong"] = "bahdanau"
+    hidden_size: int | None = None  # size of the additive score's hidden layer (default: decoder)
+    input_feeding: bool = True  # Luong style: feed the attentional vector to the next step
+
+
+@dataclass
+class ModelConfig:
+    """The network. ``arch: rnn`` is the recurrent encoder-decoder family."""
+
+    arch: Literal["rnn"] = "rnn"
+    cell: Literal["gru", "lstm"] = "gru"
+    embed_size: int = 256
+    hidden_size: int = 256  # decoder hidden size; the encoder's per direction is set below
+    encoder_hidden_size: int | None = None  # default: hidden_size // 2 if bidirectional
+    encoder_layers: int = 1
+    decoder_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.2
+    share_embeddings: bool = True  # source and target embeddings (needs a joint vocabulary)
+    tie_output: bool = True  # target embedding = output projection (needs equal sizes)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the training loop."""
+
+    seed: int = 1234
+    batch_tokens: int = 4096  # padded tokens per batch: n_sentences * max(src_len, tgt_len)
+    bucket_pool: int = 100  # batches per sorting pool (length bucketing)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    clip_grad_norm: float = 5.0
+    label_smoothing: float = 0.0
+    max_updates: int = 1250
+    max_epochs: int | None = None
+    max_minutes: float | None = None
+    valid_every: int = 250
+    valid_bleu: bool = True  # greedy-decode the validation set and compute BLEU at validation
+    valid_max_sentences: int | None = None
+    log_every: int = 10
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = None  # torch intra-op threads on CPU (default: all cores)
+
+
+@dataclass
+class DecodeConfig:
+    """Search settings used by eval and translate (overridable on the command line)."""
+
+    batch_size: int = 64  # sentences per decoding batch
+    max_len_a: float = 1.5  # output length limit: a * src_len + b
+    max_len_b: int = 10
+
+
+@dataclass
+class Config:
+    """The whole run configuration (one YAML file)."""
+
+    name: str = "run"
+    run_dir: str | None = None  # default: runs/{name}
+    data: DataConfig = field(default_factory=DataConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def validate(self) -> None:
+        """Cross-field checks that a single field's type cannot express."""
+        from seq2seq.attention import SCORES
+
+        m, v = self.model, self.vocab
+        if m.attention.score not in SCORES:
+            raise ConfigError(
+                f"model.attention.score: {m.attention.score!r} is not one of "
+                f"{', '.join(sorted(SCORES))}"
+            )
+        if m.tie_output and m.embed_size != m.hidden_size:
+            raise ConfigError(
+                f"model.tie_output: true needs model.embed_size ({m.embed_size}) equal to "
+                f"model.hidden_size ({m.hidden_size})"
+            )
+        if m.share_embeddings and not v.joint:
+            raise ConfigError("model.share_embeddings: true needs vocab.joint: true")
+        if m.encoder_hidden_size is None and m.bidirectional and m.hidden_size % 2:
+            raise ConfigError("model.hidden_size: must be even with a bidirectional encoder")
+        positive = {
+            "vocab.size": v.size,
+            "model.embed_size": m.embed_size,
+            "model.hidden_size": m.hidden_size,
+            "model.encoder_layers": m.encoder_layers,
+            "model.decoder_layers": m.decoder_layers,
+            "train.batch_tokens": self.train.batch_tokens,
+            "train.max_updates": self.train.max_updates,
+            "train.valid_every": self.train.valid_every,
+            "train.log_every": self.train.log_every,
+            "data.max_len": self.data.max_len,
+            "decode.batch_size": self.decode.batch_size,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key}: must be positive, got {value}")
+        if not 0.0 <= m.dropout < 1.0:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
+        if not 0.0 <= self.train.label_smoothing < 1.0:
+            raise ConfigError(
+                f"train.label_smoothing: must be in [0, 1), got {self.train.label_smoothing}"
+            )
+        if self.data.src_lang == self.data.tgt_lang:
+            raise ConfigError("data.tgt_lang: must differ from data.src_lang")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or the defaults when ``path`` is None), apply ``key=value`` overrides,
+    validate, and return a :class:`Config`."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({_one_line(e)})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        raw = loaded
+    for item in overrides or []:
+        apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    cfg = _build(Config, raw, "")
+    cfg.validate()
+    return cfg
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a raw nested mapping in place."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.hidden_size=512")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: malformed key {key!r}")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    where = path or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = unknown[0]
+        full = f"{path}.{key}" if path else str(key)
+        raise ConfigError(f"{full}: unknown key; allowed keys are {', '.join(fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _coerce(a, value, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(str(a) for a in args)
+            raise ConfigError(f"{path}: {value!r} is not one of {allowed}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

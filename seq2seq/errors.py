@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+Anything a user can cause (a wrong config key, a missing file, a corrupt checkpoint) raises a
+:class:`Seq2SeqError` with a one-line message; the CLI prints it as ``error: ...`` and exits 2.
+Everything else is a bug and keeps its traceback.
+"""
+
+
+class Seq2SeqError(Exception):
+    """An error caused by the user's input, reported as one line."""
+
+
+class ConfigError(Seq2SeqError):
+    """An invalid configuration: the message starts with the key's dotted path."""
+
+
+class DataError(Seq2SeqError):
+    """Missing or malformed data."""
+
+
+class CheckpointError(Seq2SeqError):
+    """A missing, truncated or incompatible checkpoint or run directory."""

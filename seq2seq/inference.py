@@ -1,0 +1,99 @@
+"""Loading a trained run and turning text into translations.
+
+:class:`Translator` is what ``seq2seq eval`` and ``seq2seq translate`` use, and what a notebook
+uses too::
+
+    tr = Translator.from_run("runs/bahdanau")
+    tr.translate(["Ein Hund läuft im Schnee."])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seq2seq import checkpoint as ckpt
+from seq2seq.batching import inference_batches, make_batch
+from seq2seq.config import Config, DecodeConfig, config_from_dict
+from seq2seq.errors import CheckpointError, ConfigError
+from seq2seq.models import Seq2SeqModel, build_model
+from seq2seq.search import greedy, max_lengths
+from seq2seq.vocab import Vocab, load_from_run
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def decode_ids(
+    model: Seq2SeqModel, src_ids: Sequence[Sequence[int]], decode: DecodeConfig,
+    device: torch.device, return_attention: bool = False,
+) -> tuple[list[list[int]], list[torch.Tensor] | None]:
+    """Decode encoded source sentences in length-sorted batches; results in input order."""
+    model.eval()
+    hyps: list[list[int]] = [[] for _ in src_ids]
+    attn: list[torch.Tensor | None] = [None for _ in src_ids]
+    for idx in inference_batches(src_ids, decode.batch_size):
+        batch = make_batch([src_ids[i] for i in idx], index=idx).to(device)
+        limit = max_lengths(batch.src_len, decode.max_len_a, decode.max_len_b)
+        out, weights = greedy(model, batch.src, batch.src_len, limit, return_attention)
+        for j, i in enumerate(idx.tolist()):
+            hyps[i] = out[j]
+            if weights is not None:
+                attn[i] = weights[j]
+    return hyps, (attn if return_attention else None)
+
+
+@dataclass
+class Translator:
+    model: Seq2SeqModel
+    config: Config
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    device: torch.device
+    checkpoint: Path
+
+    @classmethod
+    def from_run(cls, run: str | Path, checkpoint: str = "best", device: str = "auto"
+                 ) -> Translator:
+        run = Path(run)
+        path = ckpt.resolve(run, checkpoint)
+        dev = pick_device(device)
+        payload = ckpt.load(path, map_location=dev)
+        try:
+            cfg = config_from_dict(payload["config"])
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: stored config is invalid ({e})") from None
+        src_vocab, tgt_vocab = load_from_run(run)
+        model = build_model(cfg.model, len(src_vocab), len(tgt_vocab))
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{path}: weights do not fit the model ({first})") from None
+        model.to(dev).eval()
+        return cls(model, cfg, src_vocab, tgt_vocab, dev, path)
+
+    def translate(self, lines: Sequence[str], decode: DecodeConfig | None = None) -> list[str]:
+        """Translate detokenized sentences; an empty line gives an empty translation."""
+        decode = decode or self.config.decode
+        out = [""] * len(lines)
+        todo = [i for i, line in enumerate(lines) if line.strip()]
+        if not todo:
+            return out
+        src_ids = self.src_vocab.encode([lines[i].strip() for i in todo])
+        src_ids = [s[: self.max_src_len()] for s in src_ids]
+        hyps, _ = decode_ids(self.model, src_ids, decode, self.device)
+        for i, text in zip(todo, self.tgt_vocab.decode(hyps)):
+            out[i] = text
+        return out
+
+    def max_src_len(self) -> int:
+        """Longest source (in subwords) fed to the model; longer input is truncated."""
+        return 4 * self.config.data.max_len

@@ -1,0 +1,61 @@
+"""The one interface every model family implements and every search uses.
+
+A model encodes a padded source batch once into a *memory*, creates an initial decoder *state*,
+and then advances one target token at a time::
+
+    memory = model.encode(src, src_len)             # dict of (B, ...) tensors
+    state = model.init_state(memory)                # dict of (B, ...) tensors
+    log_probs, state, attn = model.decode_step(memory, state, prev_tokens)   # (B, V), ..., (B, S)
+
+Every tensor in ``memory`` and ``state`` has the batch (or beam) on dimension 0, so a search can
+reorder, repeat or shrink hypotheses with :func:`select` without knowing the model.
+``forward`` is the teacher-forced pass used in training; it must agree with step-wise decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+State = dict[str, torch.Tensor]
+
+
+def select(tree: State, index: torch.Tensor) -> State:
+    """Pick rows ``index`` (on dim 0) of every tensor: reorder beams, repeat, or drop sentences."""
+    return {k: v.index_select(0, index) for k, v in tree.items()}
+
+
+class Seq2SeqModel(nn.Module):
+    """Abstract encoder-decoder."""
+
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> State:
+        """src (B, S) ids, src_len (B,) -> memory; ``memory['mask']`` is (B, S), True = token."""
+        raise NotImplementedError
+
+    def init_state(self, memory: State) -> State:
+        raise NotImplementedError
+
+    def decode_step(
+        self, memory: State, state: State, prev: torch.Tensor
+    ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+        """prev (B,) previous target ids -> log-probabilities (B, V), new state, attention (B, S)
+        (None for a model without attention)."""
+        raise NotImplementedError
+
+    def features(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
+                 ) -> torch.Tensor:
+        """Teacher forcing: tgt_in (B, T) -> the vectors fed to the output layer (B, T, H)."""
+        raise NotImplementedError
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Output layer: (..., H) -> logits (..., V)."""
+        raise NotImplementedError
+
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
+                ) -> torch.Tensor:
+        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V). Training projects only the
+        non-pad positions of :meth:`features`, which saves the output layer's cost on padding."""
+        return self.project(self.features(src, src_len, tgt_in))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,0 +1,64 @@
+"""Streaming translation of a byte stream, one sentence a line.
+
+A reader thread puts lines into a bounded queue. The translator blocks for the first line, then
+takes every further line that is already waiting (up to the batch size) and translates them as
+one batch. From a file or a fast pipe that gives full batches; typed at a terminal it gives a
+batch of one that is answered at once. The queue is bounded, so memory stays flat however long
+the input is, and output is written and flushed in input order.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from typing import BinaryIO, TextIO
+
+from seq2seq.inference import Translator
+
+_EOF = object()
+
+
+def _reader(stream: BinaryIO, q: queue.Queue) -> None:
+    try:
+        for raw in iter(stream.readline, b""):
+            q.put(raw)
+    finally:
+        q.put(_EOF)
+
+
+def translate_stream(tr: Translator, stream: BinaryIO, out: TextIO,
+                     batch_size: int | None = None, err: TextIO | None = None) -> int:
+    """Translate ``stream`` line by line into ``out``; returns the number of lines."""
+    err = err or sys.stderr
+    size = batch_size or tr.config.decode.batch_size
+    q: queue.Queue = queue.Queue(maxsize=4 * size)
+    threading.Thread(target=_reader, args=(stream, q), daemon=True).start()
+    line_no = 0
+    finished = False
+    while not finished:
+        item = q.get()
+        if item is _EOF:
+            break
+        raw_lines = [item]
+        while len(raw_lines) < size:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+            if item is _EOF:
+                finished = True
+                break
+            raw_lines.append(item)
+        texts = []
+        for raw in raw_lines:
+            line_no += 1
+            try:
+                texts.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError:
+                err.write(f"warning: line {line_no} is not valid UTF-8; writing an empty line\n")
+                texts.append("")
+        for hyp in tr.translate(texts):
+            out.write(hyp + "\n")
+        out.flush()
+    return line_no

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """SentencePiece models are cached per test session, never in the user's home."""
+    monkeypatch.setenv("SEQ2SEQ_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def multi30k() -> Path:
+    if not (MULTI30K / "train.de.gz").is_file():
+        pytest.skip(f"Multi30k not found at {MULTI30K}")
+    return MULTI30K
+
+
+def write_parallel(directory: Path, split: str, pairs: list[tuple[str, str]],
+                   src: str = "de", tgt: str = "en", gz: bool = False) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for lang, col in ((src, 0), (tgt, 1)):
+        text = "".join(p[col] + "\n" for p in pairs)
+        path = directory / f"{split}.{lang}"
+        if gz:
+            with gzip.open(f"{path}.gz", "wt", encoding="utf-8") as f:
+                f.write(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+
+
+PAIRS = [
+    ("Ein Hund läuft im Schnee.", "A dog runs in the snow."),
+    ('Zwei Männer sagen "Hallo".', 'Two men say "hello".'),
+    ("Eine Frau liest ein Buch.", "A woman reads a book."),
+]

@@ -1,0 +1,142 @@
+"""End to end: train a few updates on a slice of Multi30k, evaluate, translate through a pipe."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "multi30k" / "bahdanau.yaml"
+
+
+def cli(*args, stdin: bytes | None = None, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "seq2seq", *map(str, args)], input=stdin, capture_output=True,
+        cwd=ROOT, env={**os.environ, **(env or {})}, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    src_dir = ROOT.parent / "shared" / "data" / "multi30k"
+    if not (src_dir / "train.de.gz").is_file():
+        pytest.skip("Multi30k not found")
+    base = tmp_path_factory.mktemp("e2e")
+    data = base / "data"
+    data.mkdir()
+    for split, n in (("train", 3000), ("val", 40), ("test_2016_flickr", 30)):
+        for lang in ("de", "en"):
+            with gzip.open(src_dir / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+                lines = [next(f) for _ in range(n)]
+            with gzip.open(data / f"{split}.{lang}.gz", "wt", encoding="utf-8") as f:
+                f.writelines(lines)
+    run = base / "run"
+    env = {"SEQ2SEQ_CACHE": str(base / "cache")}
+    r = cli("train", "--config", CONFIG, "--run-dir", run, "--no-progress",
+            "--set", f"data.path={data}", "--set", "vocab.size=800",
+            "--set", "model.embed_size=64", "--set", "model.hidden_size=64",
+            "--set", "train.max_updates=6", "--set", "train.valid_every=3",
+            "--set", "train.batch_tokens=1000", "--set", "train.log_every=2",
+            "--set", "decode.max_len_a=0.5", env=env)
+    assert r.returncode == 0, r.stderr.decode()
+    return run
+
+
+def test_train_writes_a_complete_run(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.yaml", "best.pt", "last.pt", "metrics.jsonl", "train_summary.json",
+            "vocab"} <= names
+    records = [json.loads(x) for x in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in records if r["kind"] == "valid"] == [3, 6]
+    assert all("bleu" in r for r in records if r["kind"] == "valid")
+    assert [r["update"] for r in records if r["kind"] == "train"] == [2, 4, 6]
+
+
+def test_eval_reports_bleu_and_chrf_with_signatures(trained_run):
+    r = cli("eval", "--run", trained_run, "--split", "test")
+    assert r.returncode == 0, r.stderr.decode()
+    out = r.stdout.decode()
+    assert "BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in out
+    assert "chrF2|nrefs:1|" in out
+    report = json.loads((trained_run / "eval_test_2016_flickr.json").read_text())
+    assert report["sentences"] == 30 and "signature" in report["bleu"]
+    hyps = (trained_run / "hyps_test_2016_flickr.txt").read_text().splitlines()
+    assert len(hyps) == 30
+
+
+def test_eval_on_files(trained_run, tmp_path):
+    (tmp_path / "s.de").write_text("Ein Hund.\nEine Frau.\n")
+    (tmp_path / "r.en").write_text("A dog.\nA woman.\n")
+    r = cli("eval", "--run", trained_run, "--src", tmp_path / "s.de", "--ref", tmp_path / "r.en")
+    assert r.returncode == 0, r.stderr.decode()
+    assert (trained_run / "eval_s.de.json").is_file()
+
+
+def test_translate_pipe_keeps_lines(trained_run):
+    r = cli("translate", "--run", trained_run, stdin=b"\n\nEin Hund.\n")
+    assert r.returncode == 0, r.stderr.decode()
+    lines = r.stdout.decode().split("\n")
+    assert len(lines) == 4 and lines[:2] == ["", ""] and lines[3] == ""
+    r = cli("translate", "--run", trained_run, "--batch-size", "2",
+            stdin=b"Ein Hund.\n\xff\xfe kaputt\nEine Frau.")
+    assert r.returncode == 0
+    assert len(r.stdout.decode().splitlines()) == 3
+    assert "line 2 is not valid UTF-8" in r.stderr.decode()
+
+
+def one_line_error(r):
+    err = r.stderr.decode().strip()
+    assert r.returncode != 0
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_bad_inputs_give_one_line_errors(trained_run, tmp_path):
+    err = one_line_error(cli("train", "--config", CONFIG, "--set", "model.hiden_size=3"))
+    assert "model.hiden_size" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  atention: {score: dot}\n")
+    assert "model.atention" in one_line_error(cli("train", "--config", bad))
+    err = one_line_error(cli("train", "--config", CONFIG, "--run-dir", tmp_path / "r",
+                             "--set", f"data.path={tmp_path / 'missing'}"))
+    assert str(tmp_path / "missing") in err
+    assert "run directory not found" in one_line_error(
+        cli("translate", "--run", tmp_path / "nope", stdin=b"x\n"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "best.pt").write_bytes((trained_run / "best.pt").read_bytes()[:1000])
+    assert "truncated or corrupt" in one_line_error(cli("translate", "--run", broken, stdin=b""))
+    assert "already holds checkpoints" in one_line_error(
+        cli("train", "--config", CONFIG, "--run-dir", trained_run))
+
+
+def test_help_describes_every_option():
+    for cmd in ([], ["train"], ["eval"], ["translate"]):
+        r = cli(*cmd, "--help")
+        assert r.returncode == 0
+        assert "Usage" in r.stdout.decode()
+    out = cli("eval", "--help").stdout.decode()
+    for opt in ("--run", "--split", "--src", "--ref", "--checkpoint", "--batch-size", "--device"):
+        assert opt in out
+
+
+def test_translate_answers_interactively_before_eof(trained_run):
+    """A line typed at a prompt is answered at once, while stdin stays open."""
+    import select
+
+    p = subprocess.Popen([sys.executable, "-m", "seq2seq", "translate", "--run", trained_run],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
+    try:
+        p.stdin.write(b"Ein Hund.\n")
+        p.stdin.flush()
+        ready, _, _ = select.select([p.stdout], [], [], 120)
+        assert ready, "no answer while stdin is still open"
+        assert p.stdout.readline().endswith(b"\n")
+    finally:
+        p.stdin.close()
+        p.wait(timeout=60)
+    assert p.returncode == 0

@@ -1,0 +1,59 @@
+import random
+
+import pytest
+
+from seq2seq import vocab as vocab_mod
+from seq2seq.config import VocabConfig
+from seq2seq.errors import CheckpointError
+from seq2seq.vocab import BOS, EOS, PAD, UNK, Vocab, load_from_run, train_or_load
+
+
+def corpus(n=400, seed=0):
+    rng = random.Random(seed)
+    words_de = ["Hund", "Katze", "läuft", "schläft", "im", "Schnee", "Garten", "ein", "Frau"]
+    words_en = ["dog", "cat", "runs", "sleeps", "in", "the", "snow", "garden", "woman"]
+    src = [" ".join(rng.choices(words_de, k=rng.randint(3, 9))) + "." for _ in range(n)]
+    tgt = [" ".join(rng.choices(words_en, k=rng.randint(3, 9))) + "." for _ in range(n)]
+    return src, tgt
+
+
+def test_round_trip_and_special_ids(tmp_path):
+    src, tgt = corpus()
+    sv, tv = train_or_load(VocabConfig(size=60), src, tgt, tmp_path / "vocab")
+    assert sv is tv
+    assert (sv.sp.pad_id(), sv.sp.unk_id(), sv.sp.bos_id(), sv.sp.eos_id()) == (PAD, UNK, BOS, EOS)
+    ids = sv.encode(src[:20])
+    assert all(PAD not in s and EOS not in s for s in ids)
+    assert sv.decode(ids) == src[:20]
+    # decoding stops at eos and drops pad/bos
+    assert sv.decode([[BOS] + ids[0] + [EOS] + ids[1] + [PAD]]) == [src[0]]
+
+
+@pytest.mark.parametrize("kind", ["unigram", "bpe"])
+def test_separate_vocabularies(tmp_path, kind):
+    src, tgt = corpus()
+    cfg = VocabConfig(size=50, joint=False, type=kind)
+    sv, tv = train_or_load(cfg, src, tgt, tmp_path / "vocab")
+    assert sv is not tv
+    assert tv.decode(tv.encode(tgt[:5])) == tgt[:5]
+    sv2, tv2 = load_from_run(tmp_path)
+    assert sv2.encode(src[:3]) == sv.encode(src[:3])
+
+
+def test_cache_reused_while_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQ2SEQ_CACHE", str(tmp_path / "cache"))
+    src, tgt = corpus()
+    calls = []
+    real = vocab_mod._train_spm
+    monkeypatch.setattr(vocab_mod, "_train_spm", lambda *a: (calls.append(1), real(*a)))
+    train_or_load(VocabConfig(size=60), src, tgt, tmp_path / "a")
+    train_or_load(VocabConfig(size=60), src, tgt, tmp_path / "b")
+    assert len(calls) == 1
+    train_or_load(VocabConfig(size=61), src, tgt, tmp_path / "c")  # settings changed
+    train_or_load(VocabConfig(size=60), src[:-1], tgt, tmp_path / "d")  # data changed
+    assert len(calls) == 3
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="vocabulary model not found"):
+        Vocab(tmp_path / "none.model")
