@@ -11,7 +11,7 @@ install:
 	$(PYTHON) -m pip install "$(TORCH)" -e ".[dev]"
 
 test:
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -q
 
 lint:
 	$(PYTHON) -m ruff check seq2seq tests scripts

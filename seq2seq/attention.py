@@ -1,12 +1,16 @@
-"""Attention: alignment scores behind one registry, and the one module that uses them.
+"""Attention: every alignment score behind one registry, and the modules that use them.
 
-A *score* turns a query (a decoder state) and the keys (encoder states) into energies
-``e_ij``; it is a small class registered by name. :class:`Attention` owns everything the scores
-share: masking of padded source positions, the softmax ``a_ij = exp(e_ij) / sum_k exp(e_ik)`` and
-the context vector ``c_i = sum_j a_ij h_j`` (Bahdanau et al. 2014, eqs. 5-6).
+A *score* turns queries (decoder states) and keys (encoder states) into energies ``e_ij``; it is a
+small class registered by name. :class:`Attention` owns everything the scores share: masking of
+padded source positions, the window (global, or Luong's local-m / local-p), the softmax
+``a_ij = exp(e_ij) / sum_k exp(e_ik)``, optional hard (argmax) attention at inference, and the
+context vector ``c_i = sum_j a_ij h_j`` (Bahdanau et al. 2014, eqs. 5-6).
+:class:`MultiHeadAttention` (Vaswani et al. 2017) has the same interface, so the RNN decoder and the
+Transformer use the same module.
 
 Shapes: queries ``(B, T, Dq)`` (T = 1 during step-wise decoding), keys and values ``(B, S, Dk)``,
-mask ``(B, S)`` with True at real (non-pad) positions, energies and weights ``(B, T, S)``.
+mask ``(B, S)`` with True at real (non-pad) positions, target positions ``(B, T)``, energies and
+weights ``(B, T, S)``.
 
 Adding a score is one class with ``@register("name")`` and a test.
 """
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seq2seq.config import AttentionConfig
 from seq2seq.errors import ConfigError
 
 SCORES: dict[str, type[Score]] = {}
@@ -41,7 +46,7 @@ class Score(nn.Module):
 
     name = "base"
 
-    def __init__(self, query_size: int, key_size: int, hidden_size: int):
+    def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
         super().__init__()
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
@@ -54,14 +59,14 @@ class Score(nn.Module):
 @register("additive")
 class AdditiveScore(Score):
     """Bahdanau et al. 2014 (eq. 6, appendix A.1.2): ``e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j)``.
+    """
 
-    Luong et al. 2015 call the same form with ``[h_t; h_s]`` concatenated *concat*."""
-
-    def __init__(self, query_size: int, key_size: int, hidden_size: int):
-        super().__init__(query_size, key_size, hidden_size)
-        self.W = nn.Linear(query_size, hidden_size, bias=False)
-        self.U = nn.Linear(key_size, hidden_size, bias=True)
-        self.v = nn.Linear(hidden_size, 1, bias=False)
+    def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
+        super().__init__(query_size, key_size, cfg)
+        hidden = cfg.hidden_size or query_size
+        self.W = nn.Linear(query_size, hidden, bias=False)
+        self.U = nn.Linear(key_size, hidden, bias=True)
+        self.v = nn.Linear(hidden, 1, bias=False)
 
     def project_keys(self, keys):
         return self.U(keys)  # (B, S, A)
@@ -72,12 +77,19 @@ class AdditiveScore(Score):
         return self.v(hidden).squeeze(-1)  # (B, T, S)
 
 
+@register("concat")
+class ConcatScore(AdditiveScore):
+    """Luong et al. 2015, eq. 8: ``score(h_t, h_s) = v_a^T tanh(W_a [h_t; h_s])``.
+
+    ``W_a [h_t; h_s] = W_1 h_t + W_2 h_s``: the additive form, attending from the current state."""
+
+
 @register("dot")
 class DotScore(Score):
     """Luong et al. 2015, eq. 8: ``score(h_t, h_s) = h_t^T h_s`` (query and key sizes equal)."""
 
-    def __init__(self, query_size: int, key_size: int, hidden_size: int):
-        super().__init__(query_size, key_size, hidden_size)
+    def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
+        super().__init__(query_size, key_size, cfg)
         if query_size != key_size:
             raise ConfigError(
                 f"model.attention.score: dot needs equal decoder ({query_size}) and encoder "
@@ -92,8 +104,8 @@ class DotScore(Score):
 class GeneralScore(Score):
     """Luong et al. 2015, eq. 8: ``score(h_t, h_s) = h_t^T W_a h_s``."""
 
-    def __init__(self, query_size: int, key_size: int, hidden_size: int):
-        super().__init__(query_size, key_size, hidden_size)
+    def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
+        super().__init__(query_size, key_size, cfg)
         self.W = nn.Linear(key_size, query_size, bias=False)
 
     def project_keys(self, keys):
@@ -103,13 +115,59 @@ class GeneralScore(Score):
         return torch.bmm(query, proj_keys.transpose(1, 2))
 
 
+@register("location")
+class LocationScore(Score):
+    """Luong et al. 2015, eq. 9: ``a_t = softmax(W_a h_t)``: the energies depend on the decoder
+    state only, one learned weight vector per source position (up to ``max_positions``; later
+    positions get no weight)."""
+
+    def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
+        super().__init__(query_size, key_size, cfg)
+        self.W = nn.Linear(query_size, cfg.max_positions)
+
+    def forward(self, query, proj_keys):
+        S = proj_keys.size(1)
+        e = self.W(query)  # (B, T, max_positions)
+        if S <= e.size(-1):
+            return e[..., :S]
+        return F.pad(e, (0, S - e.size(-1)), value=float("-inf"))
+
+
+@register("cosine")
+class CosineScore(Score):
+    """Graves et al. 2014 (Neural Turing Machines, eqs. 5-6), content-based addressing:
+    ``e_ij = beta * cos(q_i, k_j)`` with a learned or fixed sharpening ``beta`` (keys projected
+    to the query size when the sizes differ)."""
+
+    def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
+        super().__init__(query_size, key_size, cfg)
+        self.W = nn.Linear(key_size, query_size, bias=False) if key_size != query_size else None
+        # beta = softplus(rho) keeps the sharpening positive while it is learned.
+        rho = torch.tensor(math.log(math.expm1(cfg.beta)))
+        if cfg.learn_beta:
+            self.rho = nn.Parameter(rho)
+        else:
+            self.register_buffer("rho", rho)
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return F.softplus(self.rho)
+
+    def project_keys(self, keys):
+        k = self.W(keys) if self.W is not None else keys
+        return F.normalize(k, dim=-1)
+
+    def forward(self, query, proj_keys):
+        return self.beta * torch.bmm(F.normalize(query, dim=-1), proj_keys.transpose(1, 2))
+
+
 @register("scaled_dot")
 class ScaledDotScore(Score):
     """Vaswani et al. 2017, eq. 1: ``score(q, k) = q^T k / sqrt(d_k)``, keys projected to the
-    query size when the sizes differ."""
+    query size when the sizes differ. With ``heads > 1`` see :class:`MultiHeadAttention`."""
 
-    def __init__(self, query_size: int, key_size: int, hidden_size: int):
-        super().__init__(query_size, key_size, hidden_size)
+    def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
+        super().__init__(query_size, key_size, cfg)
         self.W = nn.Linear(key_size, query_size, bias=False) if key_size != query_size else None
         self.scale = 1.0 / math.sqrt(query_size)
 
@@ -120,31 +178,161 @@ class ScaledDotScore(Score):
         return torch.bmm(query, proj_keys.transpose(1, 2)) * self.scale
 
 
-def build_score(name: str, query_size: int, key_size: int, hidden_size: int) -> Score:
-    if name not in SCORES:
+def build_score(query_size: int, key_size: int, cfg: AttentionConfig) -> Score:
+    if cfg.score not in SCORES:
         raise ConfigError(
-            f"model.attention.score: {name!r} is not one of {', '.join(sorted(SCORES))}"
+            f"model.attention.score: {cfg.score!r} is not one of {', '.join(sorted(SCORES))}"
         )
-    return SCORES[name](query_size, key_size, hidden_size)
+    return SCORES[cfg.score](query_size, key_size, cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# Windows (Luong et al. 2015, section 3.2)
+
+
+class LocalWindow(nn.Module):
+    """Restricts attention to ``[p_t - D, p_t + D]`` around an aligned position ``p_t``.
+
+    * ``local-m`` (monotonic): ``p_t = t``, clipped to the last source position.
+    * ``local-p`` (predictive): ``p_t = S * sigmoid(v_p^T tanh(W_p h_t))`` (eq. 9) with ``S`` the
+      source length, and a Gaussian ``exp(-(s - p_t)^2 / (2 sigma^2))``, ``sigma = D / 2``,
+      favouring positions near ``p_t`` (eq. 10). The Gaussian is added to the energies in log
+      space, so the weights are eq. 10's product renormalised over the window and still sum to 1.
+    """
+
+    def __init__(self, kind: str, query_size: int, half_width: int):
+        super().__init__()
+        self.kind, self.D = kind, half_width
+        if kind == "local-p":
+            self.W_p = nn.Linear(query_size, query_size, bias=False)
+            self.v_p = nn.Linear(query_size, 1, bias=False)
+
+    def forward(self, energies, query, mask, positions):
+        """energies (B, T, S), query (B, T, Dq), mask (B, S), positions (B, T) target steps
+        -> energies with -inf outside the window (and the Gaussian for local-p)."""
+        src_len = mask.sum(-1, keepdim=True).to(energies.dtype)  # (B, 1)
+        s = torch.arange(energies.size(-1), device=energies.device, dtype=energies.dtype)
+        if self.kind == "local-m":
+            p = torch.minimum(positions.to(energies.dtype), src_len - 1)  # (B, T)
+        else:
+            p = src_len * torch.sigmoid(self.v_p(torch.tanh(self.W_p(query)))).squeeze(-1)
+        dist = s.view(1, 1, -1) - p.unsqueeze(-1)  # (B, T, S)
+        outside = dist.abs() > self.D
+        if self.kind == "local-p":
+            sigma = self.D / 2.0
+            energies = energies - dist.pow(2) / (2 * sigma**2)
+        return energies.masked_fill(outside, float("-inf"))
 
 
 class Attention(nn.Module):
-    """Masked soft attention over the source with any registered score."""
+    """Masked soft (or, at inference on request, hard) attention with any registered score."""
 
-    def __init__(self, score: Score):
+    def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
         super().__init__()
-        self.score = score
+        self.score = build_score(query_size, key_size, cfg)
+        self.window = (
+            LocalWindow(cfg.window, query_size, cfg.window_size) if cfg.window != "global"
+            else None
+        )
+        self.hard = False  # set by Seq2SeqModel.set_hard_attention; used only in eval mode
+        self.output_size = key_size
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
         return self.score.project_keys(keys)
 
     def forward(
         self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor, positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, T, Dq) -> context (B, T, Dv), weights (B, T, S)."""
         energies = self.score(query, proj_keys)  # (B, T, S)
         energies = energies.masked_fill(~mask.unsqueeze(1), float("-inf"))
-        weights = F.softmax(energies, dim=-1)  # padded positions: exp(-inf) = 0 exactly
+        if self.window is not None:
+            if positions is None:
+                raise ValueError("a local window needs the target positions")
+            energies = self.window(energies, query, mask, positions)
+        weights = F.softmax(energies, dim=-1)  # masked positions: exp(-inf) = 0 exactly
+        if self.hard and not self.training:
+            weights = hard_weights(weights)
         context = torch.bmm(weights, values)  # (B, T, Dv)
         return context, weights
+
+
+def hard_weights(weights: torch.Tensor) -> torch.Tensor:
+    """Hard attention: all weight on the argmax position (a one-hot along the last dim)."""
+    return F.one_hot(weights.argmax(-1), weights.size(-1)).to(weights.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+    """Vaswani et al. 2017, section 3.2.2:
+
+        MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+        head_i = softmax(Q W_i^Q (K W_i^K)^T / sqrt(d_k)) V W_i^V
+
+    The product runs through ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels
+    on CPU and GPU) unless the weights are needed (plots, hard attention), when the formula above is
+    computed explicitly; a test checks that the two agree. The returned weights are the mean over
+    heads. ``key_size`` is the size of the keys/values; the output has ``out_size`` features.
+    """
+
+    def __init__(self, query_size: int, key_size: int, model_size: int, heads: int,
+                 out_size: int | None = None, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if model_size % heads:
+            raise ConfigError(f"model.attention.heads: {heads} does not divide the size "
+                              f"{model_size}")
+        self.heads, self.d_k = heads, model_size // heads
+        self.W_q = nn.Linear(query_size, model_size, bias=bias)
+        self.W_kv = nn.Linear(key_size, 2 * model_size, bias=bias)
+        self.W_o = nn.Linear(model_size, out_size or query_size, bias=bias)
+        self.dropout = dropout
+        self.hard = False
+        self.output_size = out_size or query_size
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.heads, self.d_k).transpose(1, 2)  # (B, h, L, d_k)
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """keys (B, S, Dk) -> per-head keys and values stacked: (B, 2h, S, d_k)."""
+        k, v = self.W_kv(keys).chunk(2, dim=-1)
+        return torch.cat([self._split(k), self._split(v)], dim=1)
+
+    def forward(self, query, proj_keys, values=None, mask=None, positions=None,
+                need_weights: bool = True, causal: bool = False):
+        """query (B, T, Dq), proj_keys from :meth:`project_keys`, mask (B, S) True = attend
+        -> output (B, T, out), weights (B, T, S) averaged over heads (None if not needed)."""
+        q = self._split(self.W_q(query))  # (B, h, T, d_k)
+        k, v = proj_keys[:, : self.heads], proj_keys[:, self.heads :]  # (B, h, S, d_k)
+        attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S)
+        if causal:  # query i (of the last T positions) sees keys up to its own position
+            T, S = q.size(2), k.size(2)
+            allowed = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+            attn_mask = allowed if attn_mask is None else attn_mask & allowed
+        p = self.dropout if self.training else 0.0
+        hard = self.hard and not self.training
+        if need_weights or hard:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)  # (B, h, T, S)
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            weights = F.softmax(scores, dim=-1)
+            if hard:
+                weights = hard_weights(weights)
+            ctx = F.dropout(weights, p, self.training) @ v
+            mean_weights = weights.mean(dim=1)
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+            mean_weights = None
+        B, _, T, _ = ctx.shape
+        out = self.W_o(ctx.transpose(1, 2).reshape(B, T, self.heads * self.d_k))
+        return out, mean_weights
+
+
+def build_attention(query_size: int, key_size: int, cfg: AttentionConfig) -> nn.Module:
+    """The attention module the config asks for: multi-head when ``heads > 1``."""
+    if cfg.heads > 1:
+        if cfg.score != "scaled_dot" or cfg.window != "global":
+            raise ConfigError("model.attention.heads: multi-head attention uses the scaled_dot "
+                              "score and a global window")
+        return MultiHeadAttention(query_size, key_size, query_size, cfg.heads, out_size=key_size)
+    return Attention(query_size, key_size, cfg)

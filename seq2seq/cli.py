@@ -23,6 +23,10 @@ CheckpointOpt = Annotated[
     str, typer.Option("--checkpoint", "-c", help="Checkpoint: best, last, or a file path.")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
+HardOpt = Annotated[
+    bool, typer.Option("--hard-attention", help="Attend only to the argmax source position "
+                       "at inference (soft attention is what the model was trained with).")
+]
 BatchOpt = Annotated[
     int | None, typer.Option("--batch-size", "-b", min=1,
                              help="Sentences per decoding batch (default: the run's config).")
@@ -70,6 +74,7 @@ def evaluate(
     ref: Annotated[Path | None, typer.Option("--ref", help="Reference file for --src.")] = None,
     checkpoint: CheckpointOpt = "best",
     batch_size: BatchOpt = None,
+    hard_attention: HardOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate a split (or --src/--ref files) and report sacreBLEU BLEU and chrF with their
@@ -79,7 +84,7 @@ def evaluate(
     if (src is None) != (ref is None):
         raise Seq2SeqError("--src and --ref go together")
     report = evaluate_fn(run, split=split, src_file=src, ref_file=ref, checkpoint=checkpoint,
-                         batch_size=batch_size, device=device)
+                         batch_size=batch_size, hard_attention=hard_attention, device=device)
     for name in ("bleu", "chrf"):
         typer.echo(report[name]["text"])
 
@@ -89,6 +94,7 @@ def translate(
     run: RunOpt,
     checkpoint: CheckpointOpt = "best",
     batch_size: BatchOpt = None,
+    hard_attention: HardOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate standard input, one sentence a line, to standard output in the same order.
@@ -100,6 +106,8 @@ def translate(
     from seq2seq.streaming import translate_stream
 
     tr = Translator.from_run(run, checkpoint=checkpoint, device=device)
+    if hard_attention:
+        tr.config.decode.hard_attention = True
     translate_stream(tr, sys.stdin.buffer, sys.stdout, batch_size=batch_size)
 
 

@@ -68,17 +68,28 @@ class VocabConfig:
 class AttentionConfig:
     """The alignment model. See docs/attention.md for every score and its paper."""
 
-    score: str = "additive"  # a name in seq2seq.attention.SCORES
-    style: Literal["bahdanau", "luong"] = "bahdanau"
-    hidden_size: int | None = None  # size of the additive score's hidden layer (default: decoder)
-    input_feeding: bool = True  # Luong style: feed the attentional vector to the next step
+    score: str = "additive"  # a name in seq2seq.attention.SCORES, or none
+    window: Literal["global", "local-m", "local-p"] = "global"  # Luong et al. 2015, sec. 3
+    window_size: int = 10  # D: a local window covers [p_t - D, p_t + D]
+    hidden_size: int | None = None  # additive/concat hidden layer (default: decoder hidden size)
+    max_positions: int = 128  # location score: source positions it can address
+    beta: float = 5.0  # cosine score: (initial) sharpening
+    learn_beta: bool = True  # cosine score: learn the sharpening
+    heads: int = 1  # > 1: multi-head scaled dot-product attention (Vaswani et al. 2017)
+    input_feeding: bool = True  # Luong decoder: feed the attentional vector to the next step
 
 
 @dataclass
 class ModelConfig:
-    """The network. ``arch: rnn`` is the recurrent encoder-decoder family."""
+    """The network: ``arch: rnn`` (the recurrent family) or ``arch: transformer``."""
 
-    arch: Literal["rnn"] = "rnn"
+    arch: Literal["rnn", "transformer"] = "rnn"
+    # bahdanau: attend from s_{i-1}, context into the recurrence (Bahdanau et al. 2014)
+    # luong: attend from h_t, attentional vector tanh(W_c [c_t; h_t]) (Luong et al. 2015)
+    # sutskever: no attention, decoder starts from the encoder state (Sutskever et al. 2014)
+    # cho: no attention, fixed context fed to every step and the output (Cho et al. 2014)
+    decoder: Literal["bahdanau", "luong", "sutskever", "cho"] = "bahdanau"
+    reverse_source: bool = False  # read the source backwards (Sutskever et al. 2014)
     cell: Literal["gru", "lstm"] = "gru"
     embed_size: int = 256
     hidden_size: int = 256  # decoder hidden size; the encoder's per direction is set below
@@ -90,6 +101,14 @@ class ModelConfig:
     share_embeddings: bool = True  # source and target embeddings (needs a joint vocabulary)
     tie_output: bool = True  # target embedding = output projection (needs equal sizes)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    # Transformer only (d_model = embed_size; heads = attention.heads):
+    ff_size: int = 1024  # position-wise feed-forward inner size
+    norm: Literal["post", "pre"] = "post"  # layer norm after the residual (paper) or before
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    max_length: int = 1024  # longest sequence the position table covers
+    scale_embeddings: bool = True  # multiply embeddings by sqrt(d_model) (section 3.4)
+    attention_dropout: float = 0.1  # dropout on attention weights
+    relu_dropout: float = 0.0  # dropout inside the feed-forward sub-layer
 
 
 @dataclass
@@ -100,7 +119,11 @@ class TrainConfig:
     batch_tokens: int = 4096  # padded tokens per batch: n_sentences * max(src_len, tgt_len)
     bucket_pool: int = 100  # batches per sorting pool (length bucketing)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-3
+    lr: float = 1e-3  # the peak learning rate with a warm-up schedule
+    # constant, or inverse_sqrt: linear warm-up to lr over warmup_updates, then
+    # lr * sqrt(warmup / update) (Vaswani et al. 2017, eq. 3, the "Noam" schedule)
+    schedule: Literal["constant", "inverse_sqrt"] = "constant"
+    warmup_updates: int = 0
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     clip_grad_norm: float = 5.0
@@ -121,6 +144,7 @@ class DecodeConfig:
     """Search settings used by eval and translate (overridable on the command line)."""
 
     batch_size: int = 64  # sentences per decoding batch
+    hard_attention: bool = False  # attend only to the argmax position (inference only)
     max_len_a: float = 1.5  # output length limit: a * src_len + b
     max_len_b: int = 10
 
@@ -147,20 +171,41 @@ class Config:
         """Cross-field checks that a single field's type cannot express."""
         from seq2seq.attention import SCORES
 
-        m, v = self.model, self.vocab
-        if m.attention.score not in SCORES:
+        m, v, a = self.model, self.vocab, self.model.attention
+        if a.score not in SCORES and a.score != "none":
             raise ConfigError(
-                f"model.attention.score: {m.attention.score!r} is not one of "
-                f"{', '.join(sorted(SCORES))}"
+                f"model.attention.score: {a.score!r} is not one of "
+                f"{', '.join(sorted([*SCORES, 'none']))}"
             )
-        if m.tie_output and m.embed_size != m.hidden_size:
+        if m.arch == "transformer":
+            if a.score != "scaled_dot" or a.window != "global":
+                raise ConfigError("model.attention.score: the Transformer uses scaled_dot "
+                                  "attention with a global window")
+            if m.embed_size % a.heads:
+                raise ConfigError(f"model.attention.heads: {a.heads} does not divide "
+                                  f"model.embed_size {m.embed_size}")
+        elif m.decoder in ("sutskever", "cho") and a.score != "none":
+            raise ConfigError(
+                f"model.attention.score: the {m.decoder} decoder has no attention; set it to none"
+            )
+        if m.decoder in ("bahdanau", "luong") and a.score == "none":
+            raise ConfigError(
+                f"model.attention.score: the {m.decoder} decoder needs a score "
+                "(use model.decoder: sutskever or cho for no attention)"
+            )
+        if a.window_size < 1 or a.max_positions < 1 or a.heads < 1 or a.beta <= 0:
+            raise ConfigError(
+                "model.attention: window_size, max_positions, heads and beta must be positive"
+            )
+        if m.arch == "rnn" and m.tie_output and m.embed_size != m.hidden_size:
             raise ConfigError(
                 f"model.tie_output: true needs model.embed_size ({m.embed_size}) equal to "
                 f"model.hidden_size ({m.hidden_size})"
             )
         if m.share_embeddings and not v.joint:
             raise ConfigError("model.share_embeddings: true needs vocab.joint: true")
-        if m.encoder_hidden_size is None and m.bidirectional and m.hidden_size % 2:
+        if m.arch == "rnn" and m.encoder_hidden_size is None and m.bidirectional \
+                and m.hidden_size % 2:
             raise ConfigError("model.hidden_size: must be even with a bidirectional encoder")
         positive = {
             "vocab.size": v.size,
@@ -178,8 +223,9 @@ class Config:
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{key}: must be positive, got {value}")
-        if not 0.0 <= m.dropout < 1.0:
-            raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
+        for key in ("dropout", "attention_dropout", "relu_dropout"):
+            if not 0.0 <= getattr(m, key) < 1.0:
+                raise ConfigError(f"model.{key}: must be in [0, 1), got {getattr(m, key)}")
         if not 0.0 <= self.train.label_smoothing < 1.0:
             raise ConfigError(
                 f"train.label_smoothing: must be in [0, 1), got {self.train.label_smoothing}"

@@ -16,9 +16,10 @@ from seq2seq.metrics import corpus_scores
 def evaluate(
     run: str | Path, split: str = "test", src_file: Path | None = None,
     ref_file: Path | None = None, checkpoint: str = "best", batch_size: int | None = None,
-    device: str = "auto",
+    hard_attention: bool | None = None, device: str = "auto",
 ) -> dict[str, Any]:
-    """Translate and score; writes ``eval_{name}.json`` and ``hyps_{name}.txt`` into the run."""
+    """Translate and score; writes ``eval_{name}.json`` and ``hyps_{name}.txt`` into the run
+    (``eval_{name}_hard.json`` with hard attention, so both can be compared)."""
     run = Path(run)
     tr = Translator.from_run(run, checkpoint=checkpoint, device=device)
     if src_file is not None and ref_file is not None:
@@ -33,6 +34,8 @@ def evaluate(
     decode = tr.config.decode
     if batch_size is not None:
         decode = dataclasses.replace(decode, batch_size=batch_size)
+    if hard_attention is not None:
+        decode = dataclasses.replace(decode, hard_attention=hard_attention)
     hyps = tr.translate(src, decode)
     scores = corpus_scores(hyps, refs)
     report = {
@@ -40,7 +43,7 @@ def evaluate(
         "search": {"method": "greedy", **dataclasses.asdict(decode)},
         **scores,
     }
-    safe = name.replace("/", "_")
+    safe = name.replace("/", "_") + ("_hard" if decode.hard_attention else "")
     (run / f"hyps_{safe}.txt").write_text("\n".join(hyps) + "\n", encoding="utf-8")
     (run / f"eval_{safe}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

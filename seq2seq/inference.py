@@ -37,6 +37,7 @@ def decode_ids(
 ) -> tuple[list[list[int]], list[torch.Tensor] | None]:
     """Decode encoded source sentences in length-sorted batches; results in input order."""
     model.eval()
+    model.set_hard_attention(decode.hard_attention)
     hyps: list[list[int]] = [[] for _ in src_ids]
     attn: list[torch.Tensor | None] = [None for _ in src_ids]
     for idx in inference_batches(src_ids, decode.batch_size):

@@ -45,6 +45,23 @@ def build_optimizer(cfg: Config, model: Seq2SeqModel) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
+def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer
+                    ) -> torch.optim.lr_scheduler.LRScheduler:
+    """Learning-rate factor per update (update counted from 1)."""
+    t = cfg.train
+    warm = max(t.warmup_updates, 0)
+
+    def factor(step: int) -> float:
+        n = step + 1  # LambdaLR counts from 0; the first update is update 1
+        if warm and n < warm:
+            return n / warm
+        if t.schedule == "inverse_sqrt" and warm:
+            return math.sqrt(warm / n)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def batch_loss(model: Seq2SeqModel, b: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
     """Summed token cross-entropy of a batch; the output layer runs on non-pad positions only."""
     feats = model.features(b.src, b.src_len, b.tgt_in)  # (B, T, H)
@@ -128,6 +145,7 @@ def train(cfg: Config, overwrite: bool = False, progress: bool = True) -> Path:
     # ---- model -------------------------------------------------------------------------------
     model = build_model(cfg.model, len(src_vocab), len(tgt_vocab)).to(device)
     optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
     n_params = model.num_parameters()
     tqdm.write(
         f"seq2seq: {len(tr_s)} training pairs, vocab {len(src_vocab)}/{len(tgt_vocab)}, "
@@ -137,6 +155,7 @@ def train(cfg: Config, overwrite: bool = False, progress: bool = True) -> Path:
     def save(name: str, update: int, epoch: int, best: float | None) -> None:
         ckpt.save_atomic(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(),
              "config": cfg.to_dict(), "update": update, "epoch": epoch, "best": best},
             run_dir / f"{name}.pt",
         )
@@ -177,6 +196,7 @@ def train(cfg: Config, overwrite: bool = False, progress: bool = True) -> Path:
             if t.clip_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
             optimizer.step()
+            scheduler.step()
             update += 1
             train_time += time.perf_counter() - t0
             n_tok = n_tgt + b.n_src_tokens

@@ -1,64 +1,187 @@
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from seq2seq.attention import SCORES, Attention, build_score
+from seq2seq.attention import (
+    SCORES,
+    Attention,
+    MultiHeadAttention,
+    build_attention,
+    build_score,
+)
+from seq2seq.config import AttentionConfig
 from seq2seq.errors import ConfigError
 
-B, T, S, DQ, DK = 3, 2, 7, 16, 16
-LENGTHS = torch.tensor([7, 4, 1])
+B, T, S, DQ, DK = 3, 5, 30, 16, 16
+LENGTHS = torch.tensor([30, 17, 1])
+WINDOWS = ["global", "local-m", "local-p"]
 
 
-def inputs(dk=DK):
-    torch.manual_seed(0)
+def inputs(dk=DK, seed=0):
+    torch.manual_seed(seed)
     q = torch.randn(B, T, DQ, requires_grad=True)
     k = torch.randn(B, S, dk, requires_grad=True)
     mask = torch.arange(S)[None, :] < LENGTHS[:, None]
-    return q, k, mask
+    positions = torch.arange(T).expand(B, T) * 4  # target steps 0, 4, 8, ...
+    return q, k, mask, positions
 
 
+def attention(score="additive", window="global", **kw) -> Attention:
+    torch.manual_seed(1)
+    return Attention(DQ, DK, AttentionConfig(score=score, window=window, window_size=3, **kw))
+
+
+@pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("name", sorted(SCORES))
-def test_weights_are_a_distribution_over_real_tokens(name):
-    q, k, mask = inputs()
-    att = Attention(build_score(name, DQ, DK, 12))
-    ctx, w = att(q, att.project_keys(k), k, mask)
+def test_weights_are_a_distribution_over_real_tokens(name, window):
+    q, k, mask, pos = inputs()
+    att = attention(name, window)
+    ctx, w = att(q, att.project_keys(k), k, mask, pos)
     assert ctx.shape == (B, T, DK) and w.shape == (B, T, S)
     torch.testing.assert_close(w.sum(-1), torch.ones(B, T))
-    assert (w.masked_select(~mask[:, None, :].expand_as(w)) == 0).all()  # exactly zero
-    assert (w.masked_select(mask[:, None, :].expand_as(w)) > 0).all()
+    pad = ~mask[:, None, :].expand_as(w)
+    assert (w[pad] == 0).all()  # exactly zero, not merely small
+    if window == "global":
+        assert (w[~pad] > 0).all()
 
 
 @pytest.mark.parametrize("name", sorted(SCORES))
-def test_gradients_reach_every_parameter_and_input(name):
-    q, k, mask = inputs()
-    att = Attention(build_score(name, DQ, DK, 12))
-    ctx, _ = att(q, att.project_keys(k), k, mask)
+@pytest.mark.parametrize("window", WINDOWS)
+def test_gradients_reach_every_parameter_and_input(name, window):
+    q, k, mask, pos = inputs()
+    att = attention(name, window)
+    ctx, _ = att(q, att.project_keys(k), k, mask, pos)
     ctx.pow(2).sum().backward()
     for pname, p in att.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
     assert q.grad.abs().sum() > 0 and k.grad.abs().sum() > 0
 
 
+def test_local_m_window_is_centred_on_the_target_step():
+    q, k, mask, pos = inputs()
+    att = attention("general", "local-m")
+    _, w = att(q, att.project_keys(k), k, mask, pos)
+    s = torch.arange(S)
+    for b in range(B):
+        for t in range(T):
+            p = min(int(pos[b, t]), int(LENGTHS[b]) - 1)  # clipped to the source
+            outside = (s - p).abs() > 3
+            assert (w[b, t, outside] == 0).all()
+            assert w[b, t, ~outside & mask[b]].sum() > 0.999
+
+
+def test_local_p_window_follows_the_predicted_position():
+    q, k, mask, pos = inputs()
+    att = attention("dot", "local-p")
+    win = att.window
+    with torch.no_grad():
+        p = LENGTHS[:, None] * torch.sigmoid(win.v_p(torch.tanh(win.W_p(q)))).squeeze(-1)
+        _, w = att(q, att.project_keys(k), k, mask, pos)
+    s = torch.arange(S).float()
+    outside = (s.view(1, 1, -1) - p.unsqueeze(-1)).abs() > 3
+    assert (w[outside] == 0).all()
+    # Inside the window: softmax of score - (s - p)^2 / (2 sigma^2), sigma = D/2 (eq. 10).
+    energies = torch.bmm(q, k.transpose(1, 2)).detach()
+    sigma = 1.5
+    g = energies - (s.view(1, 1, -1) - p.unsqueeze(-1)) ** 2 / (2 * sigma**2)
+    g = g.masked_fill(outside | ~mask[:, None, :], float("-inf"))
+    torch.testing.assert_close(w, torch.softmax(g, -1))
+
+
 def test_padding_values_do_not_leak():
-    q, k, mask = inputs()
-    att = Attention(build_score("additive", DQ, DK, 12))
+    q, k, mask, pos = inputs()
+    att = attention()
     k2 = k.detach().clone()
-    k2[1, 4:] = 1e3  # garbage in padded positions of sentence 1
-    c1, _ = att(q, att.project_keys(k), k, mask)
-    c2, _ = att(q, att.project_keys(k2), k2, mask)
+    k2[1, 17:] = 1e3  # garbage in padded positions of sentence 1
+    c1, _ = att(q, att.project_keys(k), k, mask, pos)
+    c2, _ = att(q, att.project_keys(k2), k2, mask, pos)
     torch.testing.assert_close(c1[1], c2[1])
 
 
-def test_additive_matches_formula():
-    q, k, mask = inputs()
-    sc = build_score("additive", DQ, DK, 12)
-    e = sc(q, sc.project_keys(k))
-    i, t, j = 1, 0, 2
-    manual = sc.v.weight @ torch.tanh(sc.W.weight @ q[i, t] + sc.U.weight @ k[i, j] + sc.U.bias)
+def test_score_formulas():
+    q, k, _, _ = inputs()
+    i, t, j = 1, 2, 3
+    cfg = AttentionConfig(hidden_size=12)
+    add = build_score(DQ, DK, cfg)
+    e = add(q, add.project_keys(k))
+    manual = add.v.weight @ torch.tanh(add.W.weight @ q[i, t] + add.U.weight @ k[i, j] + add.U.bias)
     torch.testing.assert_close(e[i, t, j], manual.squeeze())
+    gen = build_score(DQ, DK, AttentionConfig(score="general"))
+    e = gen(q, gen.project_keys(k))
+    torch.testing.assert_close(e[i, t, j], q[i, t] @ gen.W.weight @ k[i, j])
+    loc = build_score(DQ, DK, AttentionConfig(score="location"))
+    torch.testing.assert_close(loc(q, loc.project_keys(k))[i, t], (loc.W(q[i, t]))[:S])
+    cos = build_score(DQ, DK, AttentionConfig(score="cosine", beta=2.0, learn_beta=False))
+    torch.testing.assert_close(cos(q, cos.project_keys(k))[i, t, j],
+                               2.0 * F.cosine_similarity(q[i, t], k[i, j], dim=0))
+    assert not any(True for _ in cos.parameters())  # fixed beta: nothing to learn
+    sdp = build_score(DQ, DK, AttentionConfig(score="scaled_dot"))
+    torch.testing.assert_close(sdp(q, k)[i, t, j], q[i, t] @ k[i, j] / math.sqrt(DQ))
 
 
-def test_dot_needs_equal_sizes_and_unknown_names():
+def test_location_score_beyond_its_positions():
+    q, k, mask, pos = inputs()
+    att = attention("location", max_positions=10)
+    _, w = att(q, att.project_keys(k), k, mask, pos)
+    assert (w[..., 10:] == 0).all()
+    torch.testing.assert_close(w.sum(-1), torch.ones(B, T))
+
+
+def test_hard_attention_is_one_hot_at_inference_only():
+    q, k, mask, pos = inputs()
+    att = attention("general")
+    _, soft = att(q, att.project_keys(k), k, mask, pos)
+    att.hard = True
+    _, still_soft = att(q, att.project_keys(k), k, mask, pos)  # training mode
+    torch.testing.assert_close(soft, still_soft)
+    att.eval()
+    ctx, hard = att(q, att.project_keys(k), k, mask, pos)
+    assert ((hard == 0) | (hard == 1)).all()
+    assert torch.equal(hard.argmax(-1), soft.argmax(-1))
+    torch.testing.assert_close(ctx[0, 0], k[0, soft[0, 0].argmax()])
+
+
+def test_multihead_sdpa_equals_explicit_formula():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(DQ, DK, 32, heads=4, out_size=DK).eval()
+    q, k, mask, _ = inputs()
+    kv = mha.project_keys(k)
+    fast, none = mha(q, kv, mask=mask, need_weights=False)
+    slow, w = mha(q, kv, mask=mask, need_weights=True)
+    assert none is None
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    # the explicit formula, head by head
+    Q = mha.W_q(q).view(B, T, 4, 8).transpose(1, 2)
+    K, V = (x.view(B, S, 4, 8).transpose(1, 2) for x in mha.W_kv(k).chunk(2, -1))
+    scores = (Q @ K.transpose(-1, -2) / math.sqrt(8)).masked_fill(~mask[:, None, None], -math.inf)
+    heads = torch.softmax(scores, -1) @ V
+    ref = mha.W_o(heads.transpose(1, 2).reshape(B, T, 32))
+    torch.testing.assert_close(slow, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w.sum(-1), torch.ones(B, T))
+    assert (w[~mask[:, None, :].expand_as(w)] == 0).all()
+
+
+def test_multihead_causal_mask():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(DQ, DQ, 16, heads=2).eval()
+    x = torch.randn(2, 6, DQ)
+    for need in (True, False):
+        out1, _ = mha(x, mha.project_keys(x), causal=True, need_weights=need)
+        x2 = x.clone()
+        x2[:, 4:] = torch.randn(2, 2, DQ)  # change later positions only
+        out2, _ = mha(x2, mha.project_keys(x2), causal=True, need_weights=need)
+        torch.testing.assert_close(out1[:, :4], out2[:, :4])
+        assert not torch.allclose(out1[:, 4:], out2[:, 4:])
+
+
+def test_build_attention_and_errors():
+    assert isinstance(build_attention(DQ, DK, AttentionConfig(score="scaled_dot", heads=4)),
+                      MultiHeadAttention)
+    with pytest.raises(ConfigError, match="scaled_dot"):
+        build_attention(DQ, DK, AttentionConfig(score="general", heads=4))
     with pytest.raises(ConfigError, match="dot needs equal"):
-        build_score("dot", 16, 32, 8)
+        build_score(16, 32, AttentionConfig(score="dot"))
     with pytest.raises(ConfigError, match="is not one of"):
-        build_score("nope", 16, 16, 8)
+        build_score(16, 16, AttentionConfig(score="nope"))

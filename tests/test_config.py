@@ -28,7 +28,7 @@ def test_unknown_key_names_full_path(tmp_path):
 
 def test_bad_choice_lists_allowed_values():
     with pytest.raises(ConfigError, match=r"model\.attention\.score: 'generl' is not one of "
-                                          r"additive, dot, general"):
+                                          r"additive, concat, cosine, dot, general"):
         load_config(None, ["model.attention.score=generl"])
     with pytest.raises(ConfigError, match=r"model\.cell: 'rnn' is not one of gru, lstm"):
         load_config(None, ["model.cell=rnn"])

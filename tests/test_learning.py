@@ -18,7 +18,7 @@ def test_bahdanau_learns_to_copy():
 
 
 def test_luong_input_feeding_learns_to_copy():
-    acc = train_task(small_model("model.attention.style=luong", "model.attention.score=general"),
+    acc = train_task(small_model("model.decoder=luong", "model.attention.score=general"),
                      "copy", steps=400)
     assert acc >= 0.95, acc
 
@@ -26,3 +26,21 @@ def test_luong_input_feeding_learns_to_copy():
 def test_untrained_model_does_not_copy():
     acc = train_task(small_model(), "copy", steps=0)
     assert acc < 0.2, acc
+
+
+# Reversal of 20-40 tokens: the first output token depends on the last input token, so a fixed
+# context vector must carry the whole sequence while attention can look it up.
+REVERSAL = {"min_len": 20, "max_len": 40, "steps": 350, "lr": 3e-3}
+
+
+def reversal_accuracy(*overrides) -> float:
+    return train_task(small_model(*overrides), "reverse", **REVERSAL)
+
+
+def test_reversal_needs_attention():
+    bahdanau = reversal_accuracy()
+    luong = reversal_accuracy("model.decoder=luong", "model.attention.score=general")
+    no_attention = reversal_accuracy("model.decoder=cho", "model.attention.score=none")
+    assert bahdanau >= 0.90, bahdanau
+    assert luong >= 0.90, luong
+    assert no_attention < 0.6, no_attention

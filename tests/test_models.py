@@ -10,12 +10,35 @@ VARIANTS = {
     "bahdanau-gru": [],
     "bahdanau-lstm-2layer": ["model.cell=lstm", "model.encoder_layers=2",
                              "model.decoder_layers=2"],
-    "luong-general-feed": ["model.attention.style=luong", "model.attention.score=general"],
-    "luong-dot-nofeed": ["model.attention.style=luong", "model.attention.score=dot",
+    "luong-general-feed": ["model.decoder=luong", "model.attention.score=general"],
+    "luong-dot-nofeed": ["model.decoder=luong", "model.attention.score=dot",
                          "model.attention.input_feeding=false"],
     "unidirectional-untied": ["model.bidirectional=false", "model.tie_output=false",
                               "model.share_embeddings=false", "vocab.joint=false"],
+    "sutskever-reversed": ["model.decoder=sutskever", "model.attention.score=none",
+                           "model.cell=lstm", "model.encoder_layers=2", "model.decoder_layers=2",
+                           "model.bidirectional=false", "model.reverse_source=true"],
+    "cho": ["model.decoder=cho", "model.attention.score=none", "model.bidirectional=false"],
+    "luong-concat": ["model.decoder=luong", "model.attention.score=concat"],
+    "luong-location": ["model.decoder=luong", "model.attention.score=location"],
+    "luong-local-m": ["model.decoder=luong", "model.attention.window=local-m",
+                      "model.attention.window_size=1", "model.attention.score=general"],
+    "luong-local-p-nofeed": ["model.decoder=luong", "model.attention.window=local-p",
+                             "model.attention.score=dot", "model.attention.input_feeding=false"],
+    "luong-cosine": ["model.decoder=luong", "model.attention.score=cosine"],
+    "bahdanau-multihead": ["model.attention.score=scaled_dot", "model.attention.heads=4"],
+    "luong-multihead-nofeed": ["model.decoder=luong", "model.attention.score=scaled_dot",
+                               "model.attention.heads=2", "model.attention.input_feeding=false"],
+    "transformer-post": ["model.arch=transformer", "model.attention.score=scaled_dot",
+                         "model.attention.heads=2", "model.encoder_layers=2",
+                         "model.decoder_layers=2", "model.ff_size=32"],
+    "transformer-pre-learned": ["model.arch=transformer", "model.attention.score=scaled_dot",
+                                "model.attention.heads=4", "model.norm=pre",
+                                "model.positions=learned", "model.ff_size=32",
+                                "model.share_embeddings=false", "vocab.joint=false",
+                                "model.tie_output=false"],
 }
+TRANSFORMERS = [name for name in VARIANTS if name.startswith("transformer")]
 
 
 def model_for(overrides) -> torch.nn.Module:
@@ -45,8 +68,11 @@ def test_teacher_forcing_equals_stepwise_decoding(name):
         for t in range(tgt_in.size(1)):
             lp, state, attn = model.decode_step(memory, state, tgt_in[:, t])
             torch.testing.assert_close(lp, full[:, t], atol=1e-5, rtol=1e-5)
-            assert attn.shape == src.shape
-            assert (attn[src == 0] == 0).all()
+            if getattr(model, "attentional", True):
+                assert attn.shape == src.shape
+                assert (attn[src == 0] == 0).all()
+            else:
+                assert attn is None
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -79,13 +105,54 @@ def test_tied_and_shared_embeddings():
     assert untied.generator.weight is not untied.tgt_embedding.weight
 
 
-def test_gradients_reach_every_parameter():
-    model = model_for([]).train()
+@pytest.mark.parametrize("name", VARIANTS)
+def test_gradients_reach_every_parameter(name):
+    model = model_for(VARIANTS[name]).train()
     src, src_len, tgt_in = toy_batch()
     model(src, src_len, tgt_in).logsumexp(-1).sum().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+def test_reverse_padded():
+    from seq2seq.models.rnn import reverse_padded
+
+    x = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    assert reverse_padded(x, torch.tensor([3, 2])).tolist() == [[3, 2, 1, 0], [5, 4, 0, 0]]
+
+
+def test_reversed_source_changes_the_encoding_not_the_positions():
+    fwd = model_for(VARIANTS["bahdanau-gru"])
+    rev = model_for(VARIANTS["bahdanau-gru"] + ["model.reverse_source=true"])
+    rev.load_state_dict(fwd.state_dict())
+    src, src_len, _ = toy_batch()
+    with torch.no_grad():
+        m1, m2 = fwd.encode(src, src_len), rev.encode(src, src_len)
+    assert not torch.allclose(m1["values"], m2["values"])
+    assert torch.equal(m1["mask"], m2["mask"])
 
 
 def test_default_model_config_builds():
     build_model(ModelConfig(), 100, 100)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_transformer_decoder_never_sees_the_future(name):
+    model = model_for(VARIANTS[name])
+    src, src_len, tgt_in = toy_batch()
+    changed = tgt_in.clone()
+    changed[:, 3:] = (changed[:, 3:] + 7) % (V - 4) + 4
+    with torch.no_grad():
+        a, b = model(src, src_len, tgt_in), model(src, src_len, changed)
+    torch.testing.assert_close(a[:, :3], b[:, :3])
+    assert not torch.allclose(a[:, 3:], b[:, 3:])
+
+
+def test_transformer_parameter_count_of_the_cpu_config():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "configs/multi30k/transformer.yaml")
+    model = build_model(cfg.model, 8000, 8000)
+    # 3+3 layers, d_model 256, ff 1024, shared and tied 8k embeddings: about 7.6M parameters
+    assert 7.0e6 < model.num_parameters() < 8.2e6

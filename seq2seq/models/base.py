@@ -57,5 +57,8 @@ class Seq2SeqModel(nn.Module):
         non-pad positions of :meth:`features`, which saves the output layer's cost on padding."""
         return self.project(self.features(src, src_len, tgt_in))
 
+    def set_hard_attention(self, hard: bool) -> None:
+        """Hard (argmax) attention at inference; a model without attention ignores it."""
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,0 +1,80 @@
+"""Train and evaluate several configs one after another and print a Markdown table.
+
+    python scripts/reproduce.py configs/multi30k/*.yaml                 # as configured
+    python scripts/reproduce.py --updates 1000 --out runs/budget1000 configs/multi30k/*.yaml
+
+Each config is trained into OUT/NAME (skipped when OUT/NAME/train_summary.json exists, so an
+interrupted sweep resumes with the next config), evaluated on the test split with greedy search,
+and summarised as one row: parameters, updates, wall time, tokens/s, the last and the best
+validation BLEU, test BLEU and chrF. The table is also written to OUT/results.md and the rows to
+OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def row(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    valid = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in valid if r["kind"] == "valid"]
+    test = json.loads(next(run_dir.glob("eval_test*.json")).read_text())
+    return {
+        "name": summary["name"], "parameters": summary["parameters"],
+        "updates": summary["updates"], "wall_min": round(summary["wall_s"] / 60, 1),
+        "tokens_per_s": summary["tokens_per_s"], "valid_bleu_last": valid[-1].get("bleu"),
+        "valid_bleu_best": max((r.get("bleu") or 0) for r in valid),
+        "test_bleu": test["bleu"]["score"], "test_chrf": test["chrf"]["score"],
+        "signature": test["bleu"]["signature"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("configs", nargs="+", type=Path)
+    ap.add_argument("--updates", type=int, help="override train.max_updates")
+    ap.add_argument("--out", type=Path, default=Path("runs"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="extra --set KEY=VALUE passed to every training")
+    args = ap.parse_args()
+    rows = []
+    for config in args.configs:
+        run_dir = args.out / config.stem
+        if not (run_dir / "train_summary.json").is_file():
+            cmd = [sys.executable, "-m", "seq2seq", "train", "--config", str(config),
+                   "--run-dir", str(run_dir), "--no-progress", "--overwrite"]
+            if args.updates:
+                cmd += ["--set", f"train.max_updates={args.updates}",
+                        "--set", "train.max_minutes=null"]
+            for o in args.overrides:
+                cmd += ["--set", o]
+            run(cmd)
+        if not any(run_dir.glob("eval_test*.json")):
+            run([sys.executable, "-m", "seq2seq", "eval", "--run", str(run_dir), "--split", "test"])
+        rows.append(row(run_dir))
+    cols = ["name", "parameters", "updates", "wall_min", "tokens_per_s", "valid_bleu_last",
+            "valid_bleu_best", "test_bleu", "test_chrf"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(f"{r[c]:,}" if isinstance(r[c], int) else str(r[c])
+                                for c in cols) + " |" for r in rows]
+    lines.append(f"\nBLEU signature: {rows[0]['signature']}" if rows else "")
+    table = "\n".join(lines)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(table + "\n")
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The Transformer (Vaswani et al. 2017): encoder and decoder stacks without recurrence.
+
+    x = Embed(src) * sqrt(d_model) + PE                       (section 3.4, 3.5)
+    encoder layer:  x = x + Drop(SelfAttn(x)),  x = x + Drop(FFN(x))
+    decoder layer:  y = y + Drop(CausalSelfAttn(y)),  y = y + Drop(CrossAttn(y, memory)),
+                    y = y + Drop(FFN(y))
+    FFN(x) = max(0, x W_1 + b_1) W_2 + b_2                    (eq. 2)
+    PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d))
+
+Layer norm comes after each residual addition (``post``, as in the paper) or before each
+sub-layer with a final norm on each stack (``pre``). The attention module is
+:class:`seq2seq.attention.MultiHeadAttention`, the same one the RNN decoder can use; it runs on
+``scaled_dot_product_attention`` in training.
+
+Incremental decoding: the decoder state caches, per layer, the keys and values of the target
+prefix, ``(B, 2h, t, d_k)``, so a step costs one position; the cross-attention keys and values of
+the source are computed once in :meth:`encode`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seq2seq.attention import MultiHeadAttention
+from seq2seq.config import ModelConfig
+from seq2seq.models.base import Seq2SeqModel, State
+from seq2seq.vocab import PAD
+
+
+def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
+    """(n, d) table of section 3.5."""
+    pos = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    pe = torch.zeros(n, d)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div[: d // 2])
+    return pe
+
+
+class Embedder(nn.Module):
+    """Token embedding * sqrt(d_model) + position encoding, then dropout."""
+
+    def __init__(self, embedding: nn.Embedding, cfg: ModelConfig):
+        super().__init__()
+        self.embedding = embedding
+        d = cfg.embed_size
+        self.scale = math.sqrt(d) if cfg.scale_embeddings else 1.0
+        if cfg.positions == "sinusoidal":
+            self.register_buffer("pe", sinusoidal_positions(cfg.max_length, d), persistent=False)
+            self.learned = None
+        else:
+            self.learned = nn.Embedding(cfg.max_length, d)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, tokens: torch.Tensor, start: torch.Tensor | int = 0) -> torch.Tensor:
+        """tokens (B, L) at positions start, start+1, ... -> (B, L, d)."""
+        L = tokens.size(1)
+        pos = torch.arange(L, device=tokens.device) + start  # (L,) or (B, L)
+        pos = pos.clamp(max=(self.pe.size(0) if self.learned is None else
+                             self.learned.num_embeddings) - 1)
+        p = self.pe[pos] if self.learned is None else self.learned(pos)
+        return self.dropout(self.embedding(tokens) * self.scale + p)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d: int, ff: int, dropout: float):
+        super().__init__()
+        self.w1, self.w2 = nn.Linear(d, ff), nn.Linear(ff, d)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.w2(self.dropout(F.relu(self.w1(x))))
+
+
+class Sublayer(nn.Module):
+    """Residual connection with layer norm after (post-LN) or before (pre-LN) the sub-layer."""
+
+    def __init__(self, d: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x, fn):
+        if self.pre_norm:
+            return x + self.dropout(fn(self.norm(x)))
+        return self.norm(x + self.dropout(fn(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, pre = cfg.embed_size, cfg.norm == "pre"
+        self.self_attn = MultiHeadAttention(d, d, d, cfg.attention.heads,
+                                            dropout=cfg.attention_dropout)
+        self.ff = FeedForward(d, cfg.ff_size, cfg.relu_dropout)
+        self.sub1, self.sub2 = Sublayer(d, cfg.dropout, pre), Sublayer(d, cfg.dropout, pre)
+
+    def forward(self, x, mask):
+        def attn(h):
+            return self.self_attn(h, self.self_attn.project_keys(h), mask=mask,
+                                  need_weights=False)[0]
+
+        x = self.sub1(x, attn)
+        return self.sub2(x, self.ff)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, pre, h = cfg.embed_size, cfg.norm == "pre", cfg.attention.heads
+        self.self_attn = MultiHeadAttention(d, d, d, h, dropout=cfg.attention_dropout)
+        self.cross_attn = MultiHeadAttention(d, d, d, h, dropout=cfg.attention_dropout)
+        self.ff = FeedForward(d, cfg.ff_size, cfg.relu_dropout)
+        self.subs = nn.ModuleList(Sublayer(d, cfg.dropout, pre) for _ in range(3))
+
+    def forward(self, y, cross_kv, src_mask, cache: torch.Tensor | None = None,
+                need_weights: bool = False):
+        """y (B, L, d) new target positions; cache (B, 2h, t, d_k) keys/values of the earlier
+        positions (None in training). Returns y, the updated cache, cross-attention weights."""
+        new_cache = None
+
+        def self_attn(h):
+            nonlocal new_cache
+            kv = self.self_attn.project_keys(h)  # (B, 2h, L, d_k)
+            if cache is not None:
+                heads = self.self_attn.heads
+                kv = torch.cat([torch.cat([cache[:, :heads], kv[:, :heads]], dim=2),
+                                torch.cat([cache[:, heads:], kv[:, heads:]], dim=2)], dim=1)
+            new_cache = kv
+            return self.self_attn(h, kv, causal=True, need_weights=False)[0]
+
+        weights = None
+
+        def cross_attn(h):
+            nonlocal weights
+            out, weights = self.cross_attn(h, cross_kv, mask=src_mask, need_weights=need_weights)
+            return out
+
+        y = self.subs[0](y, self_attn)
+        y = self.subs[1](y, cross_attn)
+        y = self.subs[2](y, self.ff)
+        return y, new_cache, weights
+
+
+class Transformer(Seq2SeqModel):
+    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.embed_size
+        src_emb = nn.Embedding(src_vocab_size, d, padding_idx=PAD)
+        self.tgt_embedding = src_emb if cfg.share_embeddings else nn.Embedding(
+            tgt_vocab_size, d, padding_idx=PAD
+        )
+        self.src_embed = Embedder(src_emb, cfg)
+        self.tgt_embed = Embedder(self.tgt_embedding, cfg)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        pre = cfg.norm == "pre"
+        self.enc_norm = nn.LayerNorm(d) if pre else nn.Identity()
+        self.dec_norm = nn.LayerNorm(d) if pre else nn.Identity()
+        self.generator = nn.Linear(d, tgt_vocab_size)
+        if cfg.tie_output:
+            self.generator.weight = self.tgt_embedding.weight
+        self._init_parameters()
+
+    def _init_parameters(self):
+        for name, p in self.named_parameters():
+            if "embedding" in name and "learned" not in name:
+                nn.init.normal_(p, 0.0, p.size(1) ** -0.5)
+                with torch.no_grad():
+                    p[PAD].zero_()
+            elif p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+            elif "norm" not in name:
+                nn.init.zeros_(p)
+
+    def encode(self, src, src_len) -> State:
+        mask = src != PAD  # (B, S)
+        x = self.src_embed(src)
+        for layer in self.encoder_layers:
+            x = layer(x, mask)
+        x = self.enc_norm(x)  # (B, S, d)
+        memory: State = {"mask": mask}
+        for i, layer in enumerate(self.decoder_layers):
+            memory[f"cross{i}"] = layer.cross_attn.project_keys(x)  # (B, 2h, S, d_k)
+        return memory
+
+    def init_state(self, memory: State) -> State:
+        B = memory["mask"].size(0)
+        state: State = {"step": torch.zeros(B, 1, dtype=torch.long, device=memory["mask"].device)}
+        for i, layer in enumerate(self.decoder_layers):
+            h = layer.self_attn.heads
+            state[f"self{i}"] = memory["mask"].new_zeros(
+                (B, 2 * h, 0, layer.self_attn.d_k), dtype=memory[f"cross{i}"].dtype
+            )
+        return state
+
+    def _decode(self, memory, y, caches, need_weights):
+        new_caches, weights = [], None
+        for i, layer in enumerate(self.decoder_layers):
+            last = i == len(self.decoder_layers) - 1
+            y, cache, w = layer(y, memory[f"cross{i}"], memory["mask"],
+                                None if caches is None else caches[i], need_weights and last)
+            new_caches.append(cache)
+            weights = w if last else weights
+        return self.dec_norm(y), new_caches, weights
+
+    def decode_step(self, memory, state, prev):
+        step = state["step"]
+        y = self.tgt_embed(prev.unsqueeze(1), step)  # (B, 1, d) at position t
+        caches = [state[f"self{i}"] for i in range(len(self.decoder_layers))]
+        y, caches, weights = self._decode(memory, y, caches, need_weights=True)
+        new: State = {"step": step + 1}
+        for i, c in enumerate(caches):
+            new[f"self{i}"] = c
+        log_probs = F.log_softmax(self.project(y[:, 0]), dim=-1)
+        return log_probs, new, weights[:, 0]
+
+    def features(self, src, src_len, tgt_in):
+        memory = self.encode(src, src_len)
+        y, _, _ = self._decode(memory, self.tgt_embed(tgt_in), None, need_weights=False)
+        return y  # (B, T, d)
+
+    def project(self, features):
+        return self.generator(features)
+
+    def set_hard_attention(self, hard: bool) -> None:
+        for layer in self.decoder_layers:
+            layer.cross_attn.hard = hard
