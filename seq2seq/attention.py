@@ -118,8 +118,9 @@ class GeneralScore(Score):
 @register("location")
 class LocationScore(Score):
     """Luong et al. 2015, eq. 9: ``a_t = softmax(W_a h_t)``: the energies depend on the decoder
-    state only, one learned weight vector per source position (up to ``max_positions``; later
-    positions get no weight)."""
+    state only, one learned weight vector per source position. Positions beyond
+    ``max_positions`` get a very low energy: no weight unless a local window leaves nothing
+    else (then uniform weights over the window instead of NaN)."""
 
     def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
         super().__init__(query_size, key_size, cfg)
@@ -130,7 +131,7 @@ class LocationScore(Score):
         e = self.W(query)  # (B, T, max_positions)
         if S <= e.size(-1):
             return e[..., :S]
-        return F.pad(e, (0, S - e.size(-1)), value=float("-inf"))
+        return F.pad(e, (0, S - e.size(-1)), value=-1e9)
 
 
 @register("cosine")
@@ -329,10 +330,8 @@ class MultiHeadAttention(nn.Module):
 
 
 def build_attention(query_size: int, key_size: int, cfg: AttentionConfig) -> nn.Module:
-    """The attention module the config asks for: multi-head when ``heads > 1``."""
+    """The attention module the config asks for: multi-head when ``heads > 1`` (the config
+    has checked that the score is scaled_dot with a global window)."""
     if cfg.heads > 1:
-        if cfg.score != "scaled_dot" or cfg.window != "global":
-            raise ConfigError("model.attention.heads: multi-head attention uses the scaled_dot "
-                              "score and a global window")
         return MultiHeadAttention(query_size, key_size, query_size, cfg.heads, out_size=key_size)
     return Attention(query_size, key_size, cfg)

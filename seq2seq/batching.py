@@ -3,8 +3,8 @@
 Training batches are formed so that ``n_sentences * max(longest source, longest target)`` stays
 within a token budget: padding is small because sentences of similar length share a batch
 (they are sorted by length inside pools of ``bucket_pool`` batches), and the batch order is
-shuffled. The order of an epoch is a pure function of ``(seed, epoch)``, so a run that resumes at
-batch ``k`` of epoch ``e`` sees exactly the batches it would have seen.
+shuffled. The order of an epoch is a pure function of ``(seed, epoch)``, so the same seed gives
+the same batches in the same order, and a position in the data is just ``(epoch, batch index)``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="Run directory written by `train`.")]
@@ -24,8 +25,9 @@ CheckpointOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
 HardOpt = Annotated[
-    bool, typer.Option("--hard-attention", help="Attend only to the argmax source position "
-                       "at inference (soft attention is what the model was trained with).")
+    bool | None, typer.Option("--hard-attention/--soft-attention", show_default=False,
+                              help="Attend only to the argmax source position at inference, or "
+                              "softly as in training (default: the run's decode.hard_attention).")
 ]
 BatchOpt = Annotated[
     int | None, typer.Option("--batch-size", "-b", min=1,
@@ -46,7 +48,8 @@ def train(
         Path | None, typer.Option("--run-dir", help="Where to write the run (default: runs/NAME).")
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Delete the checkpoints of an existing run dir.")
+        bool, typer.Option("--overwrite", help="Replace an existing run in the run directory "
+                           "(everything in that directory is deleted first).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -54,10 +57,9 @@ def train(
     from seq2seq.config import load_config
     from seq2seq.training import train as train_fn
 
-    overrides = list(set_ or [])
+    cfg = load_config(config, list(set_ or []))
     if run_dir is not None:
-        overrides.append(f"run_dir={run_dir}")
-    cfg = load_config(config, overrides)
+        cfg.run_dir = str(run_dir)
     train_fn(cfg, overwrite=overwrite, progress=progress)
 
 
@@ -74,7 +76,7 @@ def evaluate(
     ref: Annotated[Path | None, typer.Option("--ref", help="Reference file for --src.")] = None,
     checkpoint: CheckpointOpt = "best",
     batch_size: BatchOpt = None,
-    hard_attention: HardOpt = False,
+    hard_attention: HardOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate a split (or --src/--ref files) and report sacreBLEU BLEU and chrF with their
@@ -94,7 +96,7 @@ def translate(
     run: RunOpt,
     checkpoint: CheckpointOpt = "best",
     batch_size: BatchOpt = None,
-    hard_attention: HardOpt = False,
+    hard_attention: HardOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate standard input, one sentence a line, to standard output in the same order.
@@ -102,13 +104,13 @@ def translate(
     Lines are batched while input is waiting and answered at once when it is not, so the
     command suits both pipes and interactive use. An empty line gives an empty line; a line
     that is not UTF-8 gives an empty line and a warning on standard error."""
-    from seq2seq.inference import Translator
+    from seq2seq.inference import Translator, with_overrides
     from seq2seq.streaming import translate_stream
 
     tr = Translator.from_run(run, checkpoint=checkpoint, device=device)
-    if hard_attention:
-        tr.config.decode.hard_attention = True
-    translate_stream(tr, sys.stdin.buffer, sys.stdout, batch_size=batch_size)
+    tr.config.decode = with_overrides(tr.config.decode, batch_size=batch_size,
+                                      hard_attention=hard_attention)
+    translate_stream(tr, sys.stdin.buffer, sys.stdout)
 
 
 def main() -> None:
@@ -117,11 +119,6 @@ def main() -> None:
     except Seq2SeqError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from seq2seq.errors import ConfigError
+from seq2seq.errors import ConfigError, one_line
 
 
 @dataclass
@@ -193,10 +193,26 @@ class Config:
                 f"model.attention.score: the {m.decoder} decoder needs a score "
                 "(use model.decoder: sutskever or cho for no attention)"
             )
-        if a.window_size < 1 or a.max_positions < 1 or a.heads < 1 or a.beta <= 0:
+        if a.window_size < 1 or a.max_positions < 1 or a.heads < 1 or not 0 < a.beta <= 100:
             raise ConfigError(
-                "model.attention: window_size, max_positions, heads and beta must be positive"
+                "model.attention: window_size, max_positions and heads must be positive and "
+                "beta in (0, 100]"
             )
+        if m.arch == "rnn" and m.decoder in ("bahdanau", "luong"):
+            enc_out = (m.encoder_hidden_size or (
+                m.hidden_size // 2 if m.bidirectional else m.hidden_size
+            )) * (2 if m.bidirectional else 1)
+            if a.score == "dot" and a.heads == 1 and enc_out != m.hidden_size:
+                raise ConfigError(
+                    f"model.attention.score: dot needs the encoder output size ({enc_out}) to "
+                    f"equal model.hidden_size ({m.hidden_size}); use general"
+                )
+            if a.heads > 1 and (a.score != "scaled_dot" or a.window != "global"):
+                raise ConfigError("model.attention.heads: multi-head attention needs "
+                                  "score: scaled_dot and window: global")
+            if m.hidden_size % a.heads:
+                raise ConfigError(f"model.attention.heads: {a.heads} does not divide "
+                                  f"model.hidden_size {m.hidden_size}")
         if m.arch == "rnn" and m.tie_output and m.embed_size != m.hidden_size:
             raise ConfigError(
                 f"model.tie_output: true needs model.embed_size ({m.embed_size}) equal to "
@@ -219,9 +235,14 @@ class Config:
             "train.log_every": self.train.log_every,
             "data.max_len": self.data.max_len,
             "decode.batch_size": self.decode.batch_size,
+            "model.ff_size": m.ff_size,
+            "model.max_length": m.max_length,
+            "train.num_threads": self.train.num_threads,
+            "data.max_sentences": self.data.max_sentences,
+            "train.valid_max_sentences": self.train.valid_max_sentences,
         }
         for key, value in positive.items():
-            if value <= 0:
+            if value is not None and value <= 0:
                 raise ConfigError(f"{key}: must be positive, got {value}")
         for key in ("dropout", "attention_dropout", "relu_dropout"):
             if not 0.0 <= getattr(m, key) < 1.0:
@@ -229,6 +250,12 @@ class Config:
         if not 0.0 <= self.train.label_smoothing < 1.0:
             raise ConfigError(
                 f"train.label_smoothing: must be in [0, 1), got {self.train.label_smoothing}"
+            )
+        if self.train.seed < 0:
+            raise ConfigError(f"train.seed: must be 0 or more, got {self.train.seed}")
+        if not 0.0 < v.character_coverage <= 1.0:
+            raise ConfigError(
+                f"vocab.character_coverage: must be in (0, 1], got {v.character_coverage}"
             )
         if self.data.src_lang == self.data.tgt_lang:
             raise ConfigError("data.tgt_lang: must differ from data.src_lang")
@@ -249,7 +276,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({_one_line(e)})") from None
+            raise ConfigError(f"{p}: not valid YAML ({one_line(e)})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -343,6 +370,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
@@ -359,10 +391,6 @@ def _to_plain(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_to_plain(v) for v in obj]
     return obj
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 
 from seq2seq.config import DataConfig
-from seq2seq.errors import DataError
+from seq2seq.errors import DataError, one_line
 
 datasets.disable_progress_bars()
 datasets.logging.set_verbosity_error()
@@ -103,8 +103,8 @@ def _load_hub(cfg: DataConfig, split: str) -> datasets.Dataset:
         ds = datasets.load_dataset(cfg.path, cfg.hub_config, split=split)
     except ValueError as e:
         if "split" in str(e).lower():
-            raise DataError(f"{cfg.path}: no split {split!r} ({_one_line(e)})") from None
-        raise DataError(f"{cfg.path}: {_one_line(e)}") from None
+            raise DataError(f"{cfg.path}: no split {split!r} ({one_line(e)})") from None
+        raise DataError(f"{cfg.path}: {one_line(e)}") from None
     except Exception as e:  # network errors come in many types (requests, httpx, OSError, hub)
         raise DataError(
             f"cannot load {cfg.path!r} from the Hugging Face hub ({type(e).__name__}); "
@@ -148,6 +148,3 @@ def _text(record: dict | None, lang: str, where: str) -> str:
 def _str(x) -> str:
     return "" if x is None else str(x).strip()
 
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:300]

@@ -20,3 +20,8 @@ class DataError(Seq2SeqError):
 
 class CheckpointError(Seq2SeqError):
     """A missing, truncated or incompatible checkpoint or run directory."""
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message folded onto one line (for messages that quote other libraries)."""
+    return " ".join(str(e).split())[:limit]

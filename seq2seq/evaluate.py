@@ -9,7 +9,7 @@ from typing import Any
 
 from seq2seq.data import load_split, read_lines, split_name
 from seq2seq.errors import DataError
-from seq2seq.inference import Translator
+from seq2seq.inference import Translator, with_overrides
 from seq2seq.metrics import corpus_scores
 
 
@@ -31,11 +31,8 @@ def evaluate(
         name = split_name(tr.config.data, split)
         ds = load_split(tr.config.data, name)
         src, refs = ds["src"], ds["tgt"]
-    decode = tr.config.decode
-    if batch_size is not None:
-        decode = dataclasses.replace(decode, batch_size=batch_size)
-    if hard_attention is not None:
-        decode = dataclasses.replace(decode, hard_attention=hard_attention)
+    decode = with_overrides(tr.config.decode, batch_size=batch_size,
+                            hard_attention=hard_attention)
     hyps = tr.translate(src, decode)
     scores = corpus_scores(hyps, refs)
     report = {

@@ -9,6 +9,7 @@ uses too::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +19,26 @@ import torch
 from seq2seq import checkpoint as ckpt
 from seq2seq.batching import inference_batches, make_batch
 from seq2seq.config import Config, DecodeConfig, config_from_dict
-from seq2seq.errors import CheckpointError, ConfigError
+from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 from seq2seq.models import Seq2SeqModel, build_model
 from seq2seq.search import greedy, max_lengths
 from seq2seq.vocab import Vocab, load_from_run
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise Seq2SeqError(f"device: {name!r} is not one of auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise Seq2SeqError("device: cuda was asked for, but torch sees no CUDA device")
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def with_overrides(decode: DecodeConfig, **overrides) -> DecodeConfig:
+    """A copy of ``decode`` with the command line's options that were given (not None)."""
+    return dataclasses.replace(decode, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @torch.no_grad()
@@ -42,7 +53,8 @@ def decode_ids(
     attn: list[torch.Tensor | None] = [None for _ in src_ids]
     for idx in inference_batches(src_ids, decode.batch_size):
         batch = make_batch([src_ids[i] for i in idx], index=idx).to(device)
-        limit = max_lengths(batch.src_len, decode.max_len_a, decode.max_len_b)
+        limit = max_lengths(batch.src_len, decode.max_len_a, decode.max_len_b,
+                            cap=getattr(model, "max_positions", None))
         out, weights = greedy(model, batch.src, batch.src_len, limit, return_attention)
         for j, i in enumerate(idx.tolist()):
             hyps[i] = out[j]
@@ -96,5 +108,7 @@ class Translator:
         return out
 
     def max_src_len(self) -> int:
-        """Longest source (in subwords) fed to the model; longer input is truncated."""
-        return 4 * self.config.data.max_len
+        """Longest source (in subwords, eos included) fed to the model; longer input is cut."""
+        limit = 4 * self.config.data.max_len
+        cap = getattr(self.model, "max_positions", None)
+        return min(limit, cap - 1) if cap else limit

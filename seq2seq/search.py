@@ -13,9 +13,12 @@ from seq2seq.models.base import Seq2SeqModel, select
 from seq2seq.vocab import BOS, EOS
 
 
-def max_lengths(src_len: torch.Tensor, a: float, b: int) -> torch.Tensor:
-    """Output length limit per sentence: ``a * src_len + b`` tokens (eos included)."""
-    return (src_len.float() * a).long() + b
+def max_lengths(src_len: torch.Tensor, a: float, b: int, cap: int | None = None
+                ) -> torch.Tensor:
+    """Output length limit per sentence: ``a * src_len + b`` tokens (eos included), at most
+    ``cap`` (a model's longest sequence)."""
+    limit = (src_len.float() * a).long() + b
+    return limit.clamp(max=cap) if cap else limit
 
 
 @torch.no_grad()

@@ -28,10 +28,11 @@ def _reader(stream: BinaryIO, q: queue.Queue) -> None:
 
 
 def translate_stream(tr: Translator, stream: BinaryIO, out: TextIO,
-                     batch_size: int | None = None, err: TextIO | None = None) -> int:
-    """Translate ``stream`` line by line into ``out``; returns the number of lines."""
+                     err: TextIO | None = None) -> int:
+    """Translate ``stream`` line by line into ``out`` in batches of at most
+    ``tr.config.decode.batch_size`` lines; returns the number of lines."""
     err = err or sys.stderr
-    size = batch_size or tr.config.decode.batch_size
+    size = tr.config.decode.batch_size
     q: queue.Queue = queue.Queue(maxsize=4 * size)
     threading.Thread(target=_reader, args=(stream, q), daemon=True).start()
     line_no = 0

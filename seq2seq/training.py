@@ -21,7 +21,7 @@ from seq2seq import checkpoint as ckpt
 from seq2seq.batching import Batch, TrainBatches, inference_batches, make_batch
 from seq2seq.config import Config, save_config
 from seq2seq.data import load_split
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, DataError
 from seq2seq.inference import decode_ids, pick_device
 from seq2seq.loss import cross_entropy_sum
 from seq2seq.metrics import bleu
@@ -140,6 +140,11 @@ def train(cfg: Config, overwrite: bool = False, progress: bool = True) -> Path:
     src_vocab, tgt_vocab = train_or_load(cfg.vocab, train_src, train_tgt, run_dir / "vocab")
     tr_s, tr_t = _encode_pairs(src_vocab, tgt_vocab, train_src, train_tgt, cfg.data.max_len)
     va_s, va_t = _encode_pairs(src_vocab, tgt_vocab, valid_src, valid_tgt, None)
+    if not tr_s:
+        raise DataError(
+            "no training pairs left after dropping empty ones and those longer than "
+            f"data.max_len={cfg.data.max_len} subwords"
+        )
     batches = TrainBatches(tr_s, tr_t, t.batch_tokens, t.seed, t.bucket_pool)
 
     # ---- model -------------------------------------------------------------------------------
@@ -174,11 +179,33 @@ def train(cfg: Config, overwrite: bool = False, progress: bool = True) -> Path:
         model.train()
         return record
 
+    def validate_and_save(update: int, epoch: int) -> None:
+        """Validate, log, write last.pt, and copy it to best.pt when the score improved."""
+        nonlocal best, last_validated
+        rec = validate(update, epoch)
+        score = rec["bleu"] if t.valid_bleu else -rec["loss"]
+        rec["best"] = best is None or score > best
+        if rec["best"]:
+            best = score
+        log.write(rec)
+        tqdm.write(
+            f"valid update {update}: loss {rec['loss']:.3f} ppl {rec['ppl']:.2f}"
+            + (f" bleu {rec['bleu']:.2f}" if "bleu" in rec else "")
+            + (" (best)" if rec["best"] else "")
+        )
+        save("last", update, epoch, best)
+        if rec["best"]:
+            tmp = run_dir / ".best.pt.tmp"
+            shutil.copyfile(run_dir / "last.pt", tmp)
+            tmp.replace(run_dir / "best.pt")
+        last_validated = update
+
     # ---- loop --------------------------------------------------------------------------------
     start = time.perf_counter()
     train_time = 0.0
     update, epoch = 0, 0
     best: float | None = None
+    last_validated = 0
     window_tokens, window_loss, window_tgt, window_t0 = 0, 0.0, 0, time.perf_counter()
     total_tokens = 0
     bar = tqdm(total=t.max_updates, disable=not progress, dynamic_ncols=True, desc="train")
@@ -227,35 +254,14 @@ def train(cfg: Config, overwrite: bool = False, progress: bool = True) -> Path:
                 or (t.max_minutes is not None and minutes >= t.max_minutes)
             )
             if update % t.valid_every == 0 or done:
-                rec = validate(update, epoch)
-                score = rec["bleu"] if t.valid_bleu else -rec["loss"]
-                improved = best is None or score > best
-                if improved:
-                    best = score
-                rec["best"] = improved
-                log.write(rec)
-                tqdm.write(
-                    f"valid update {update}: loss {rec['loss']:.3f} ppl {rec['ppl']:.2f}"
-                    + (f" bleu {rec['bleu']:.2f}" if "bleu" in rec else "")
-                    + (" (best)" if improved else "")
-                )
-                save("last", update, epoch, best)
-                if improved:
-                    shutil.copyfile(run_dir / "last.pt", run_dir / ".best.pt.tmp")
-                    Path(run_dir / ".best.pt.tmp").replace(run_dir / "best.pt")
+                validate_and_save(update, epoch)
                 window_t0 = time.perf_counter()
             if done:
                 break
-        if t.max_epochs is not None and epoch >= t.max_epochs and not done:
+        if t.max_epochs is not None and epoch >= t.max_epochs:
             done = True
-            rec = validate(update, epoch)
-            score = rec["bleu"] if t.valid_bleu else -rec["loss"]
-            rec["best"] = best is None or score > best
-            best = score if rec["best"] else best
-            log.write(rec)
-            save("last", update, epoch, best)
-            if rec["best"]:
-                shutil.copyfile(run_dir / "last.pt", run_dir / "best.pt")
+            if last_validated != update:
+                validate_and_save(update, epoch)
     bar.close()
     wall = time.perf_counter() - start
     summary = {

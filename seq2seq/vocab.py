@@ -21,7 +21,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from seq2seq.config import VocabConfig
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, DataError, one_line
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -41,7 +41,11 @@ class Vocab:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise CheckpointError(f"vocabulary model not found: {self.path}")
-        self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        except (RuntimeError, OSError) as e:
+            msg = f"{self.path}: not a SentencePiece model ({one_line(e)})"
+            raise CheckpointError(msg) from None
         if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (
             PAD, UNK, BOS, EOS,
         ):
@@ -93,6 +97,8 @@ def _train_spm(lines: Sequence[str], prefix: Path, cfg: VocabConfig) -> None:
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
         )
+    except RuntimeError as e:
+        raise DataError(f"SentencePiece training failed: {one_line(e)}") from None
     finally:
         os.unlink(text_path)
 
@@ -116,7 +122,8 @@ def train_or_load(
     """Train (or take from the cache) the SentencePiece model(s) and copy them into ``out_dir``.
 
     Returns ``(src_vocab, tgt_vocab)``; with a joint vocabulary both are the same object."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # no stale model of other settings stays behind
+    out_dir.mkdir(parents=True)
     if cfg.joint:
         sides = {"joint": [src_lines, tgt_lines]}
     else:
@@ -130,9 +137,11 @@ def train_or_load(
             # Train into a private temporary directory, then rename: concurrent runs never see
             # a half-written model.
             tmp = Path(tempfile.mkdtemp(dir=cached.parent.parent))
-            _train_spm([line for part in parts for line in part], tmp / "spm", cfg)
-            os.replace(tmp / "spm.model", cached)
-            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                _train_spm([line for part in parts for line in part], tmp / "spm", cfg)
+                os.replace(tmp / "spm.model", cached)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         target = out_dir / f"{name}.model"
         shutil.copyfile(cached, target)
         vocabs[name] = Vocab(target)

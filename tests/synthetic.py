@@ -1,16 +1,38 @@
-"""Small synthetic tasks (copy, reverse) that prove in seconds that a model learns."""
+"""Small synthetic tasks (copy, reverse) that prove in seconds that a model learns, and a
+tiny synthetic German-English corpus for training-loop tests."""
 
 from __future__ import annotations
+
+import random
 
 import torch
 
 from seq2seq.batching import make_batch
-from seq2seq.loss import cross_entropy_sum
 from seq2seq.search import greedy
-from seq2seq.vocab import PAD
+from seq2seq.training import batch_loss
 
 N_SYMBOLS = 20
 VOCAB = 4 + N_SYMBOLS
+
+
+SMALL_RNN = ["model.embed_size=32", "model.hidden_size=64", "model.tie_output=false",
+             "model.dropout=0.0"]
+
+
+def small_model(*overrides):
+    from seq2seq.config import load_config
+    from seq2seq.models import build_model
+
+    cfg = load_config(None, [*SMALL_RNN, *overrides])
+    torch.manual_seed(0)
+    return build_model(cfg.model, VOCAB, VOCAB)
+
+
+def learn(overrides: list[str], task: str, kwargs: dict) -> float:
+    """Build a small model from config overrides, train it on ``task``, return its accuracy.
+    Runs in a worker process with one thread, so two models train at once on two cores."""
+    torch.set_num_threads(1)
+    return train_task(small_model(*overrides), task, **kwargs)
 
 
 def sequences(n: int, min_len: int, max_len: int, gen: torch.Generator) -> list[list[int]]:
@@ -28,9 +50,7 @@ def train_task(model, task: str, steps: int, batch_size: int = 64, lr: float = 3
     for _ in range(steps):
         src = sequences(batch_size, min_len, max_len, gen)
         b = make_batch(src, [target(s) for s in src])
-        feats = model.features(b.src, b.src_len, b.tgt_in)
-        keep = b.tgt_out != PAD
-        loss = cross_entropy_sum(model.project(feats[keep]), b.tgt_out[keep]) / keep.sum()
+        loss = batch_loss(model, b) / b.n_tgt_tokens
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -50,3 +70,20 @@ def accuracy(model, target, min_len, max_len, gen, n: int = 200) -> float:
         correct += sum(int(i < len(h) and h[i] == r) for i, r in enumerate(ref))
         total += max(len(ref), len(h))
     return correct / total
+
+
+LEXICON = {
+    "Hund": "dog", "Katze": "cat", "Frau": "woman", "Mann": "man", "Kind": "child",
+    "läuft": "runs", "schläft": "sleeps", "spielt": "plays", "liest": "reads",
+}
+
+
+def toy_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    nouns = ["Hund", "Katze", "Frau", "Mann", "Kind"]
+    verbs = ["läuft", "schläft", "spielt", "liest"]
+    out = []
+    for _ in range(n):
+        noun, verb = rng.choice(nouns), rng.choice(verbs)
+        out.append((f"Ein {noun} {verb}.", f"A {LEXICON[noun]} {LEXICON[verb]}."))
+    return out

@@ -179,9 +179,28 @@ def test_multihead_causal_mask():
 def test_build_attention_and_errors():
     assert isinstance(build_attention(DQ, DK, AttentionConfig(score="scaled_dot", heads=4)),
                       MultiHeadAttention)
-    with pytest.raises(ConfigError, match="scaled_dot"):
-        build_attention(DQ, DK, AttentionConfig(score="general", heads=4))
+    from seq2seq.config import load_config
+
+    with pytest.raises(ConfigError, match="score: scaled_dot and window: global"):
+        load_config(None, ["model.attention.score=general", "model.attention.heads=4"])
+    with pytest.raises(ConfigError, match="dot needs the encoder output size"):
+        load_config(None, ["model.attention.score=dot", "model.encoder_hidden_size=64"])
     with pytest.raises(ConfigError, match="dot needs equal"):
         build_score(16, 32, AttentionConfig(score="dot"))
     with pytest.raises(ConfigError, match="is not one of"):
         build_score(16, 16, AttentionConfig(score="nope"))
+
+
+@pytest.mark.parametrize("name", ["additive", "general", "location", "cosine", "scaled_dot"])
+@pytest.mark.parametrize("window", WINDOWS)
+def test_keys_of_another_size(name, window):
+    """Encoder outputs of another size than the decoder state (projected by the score)."""
+    q, k, mask, pos = inputs(dk=12)
+    torch.manual_seed(1)
+    att = Attention(DQ, 12, AttentionConfig(score=name, window=window, window_size=2,
+                                            max_positions=8))
+    ctx, w = att(q, att.project_keys(k), k, mask, pos)
+    assert ctx.shape == (B, T, 12)
+    assert not torch.isnan(w).any()
+    torch.testing.assert_close(w.sum(-1), torch.ones(B, T))
+    assert (w[~mask[:, None, :].expand_as(w)] == 0).all()

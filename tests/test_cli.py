@@ -68,6 +68,14 @@ def test_eval_reports_bleu_and_chrf_with_signatures(trained_run):
     assert len(hyps) == 30
 
 
+def test_eval_with_hard_attention_writes_its_own_report(trained_run):
+    r = cli("eval", "--run", trained_run, "--split", "test", "--hard-attention")
+    assert r.returncode == 0, r.stderr.decode()
+    report = json.loads((trained_run / "eval_test_2016_flickr_hard.json").read_text())
+    assert report["search"]["hard_attention"] is True
+    assert (trained_run / "eval_test_2016_flickr.json").is_file()  # the soft one stays
+
+
 def test_eval_on_files(trained_run, tmp_path):
     (tmp_path / "s.de").write_text("Ein Hund.\nEine Frau.\n")
     (tmp_path / "r.en").write_text("A dog.\nA woman.\n")
@@ -80,7 +88,7 @@ def test_translate_pipe_keeps_lines(trained_run):
     r = cli("translate", "--run", trained_run, stdin=b"\n\nEin Hund.\n")
     assert r.returncode == 0, r.stderr.decode()
     lines = r.stdout.decode().split("\n")
-    assert len(lines) == 4 and lines[:2] == ["", ""] and lines[3] == ""
+    assert len(lines) == 4 and lines[:2] == ["", ""] and lines[2] and lines[3] == ""
     r = cli("translate", "--run", trained_run, "--batch-size", "2",
             stdin=b"Ein Hund.\n\xff\xfe kaputt\nEine Frau.")
     assert r.returncode == 0
@@ -112,6 +120,8 @@ def test_bad_inputs_give_one_line_errors(trained_run, tmp_path):
     assert "truncated or corrupt" in one_line_error(cli("translate", "--run", broken, stdin=b""))
     assert "already holds checkpoints" in one_line_error(
         cli("train", "--config", CONFIG, "--run-dir", trained_run))
+    assert "no CUDA device" in one_line_error(
+        cli("translate", "--run", trained_run, "--device", "cuda", stdin=b"x\n"))
 
 
 def test_help_describes_every_option():

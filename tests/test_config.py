@@ -75,3 +75,21 @@ def test_round_trip_through_dict():
 
     cfg = load_config(None, ["train.betas=[0.9, 0.98]"])
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_more_value_checks():
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 0.001  # YAML 1.1 reads it as text
+    with pytest.raises(ConfigError, match="train.seed"):
+        load_config(None, ["train.seed=-1"])
+    with pytest.raises(ConfigError, match="vocab.character_coverage"):
+        load_config(None, ["vocab.character_coverage=0"])
+    with pytest.raises(ConfigError, match="data.max_sentences"):
+        load_config(None, ["data.max_sentences=0"])
+    with pytest.raises(ConfigError, match="does not divide"):
+        load_config(None, ["model.attention.score=scaled_dot", "model.attention.heads=3"])
+    with pytest.raises(ConfigError, match="the sutskever decoder has no attention"):
+        load_config(None, ["model.decoder=sutskever"])
+    with pytest.raises(ConfigError, match="the luong decoder needs a score"):
+        load_config(None, ["model.decoder=luong", "model.attention.score=none"])
+    with pytest.raises(ConfigError, match="Transformer uses scaled_dot"):
+        load_config(None, ["model.arch=transformer"])

@@ -85,16 +85,22 @@ def test_sentence_alone_equals_sentence_in_padded_batch(name):
     torch.testing.assert_close(batch[2:3], alone, atol=1e-5, rtol=1e-5)
 
 
-def test_state_can_be_reordered():
-    model = model_for([])
-    src, src_len, _ = toy_batch()
-    memory = model.encode(src, src_len)
-    state = model.init_state(memory)
+@pytest.mark.parametrize("name", VARIANTS)
+def test_state_can_be_reordered_mid_sentence(name):
+    """Reordering memory and state after a few steps (as beam search does) equals decoding the
+    reordered sentences from the start."""
+    model = model_for(VARIANTS[name])
+    src, src_len, tgt_in = toy_batch()
     idx = torch.tensor([2, 0, 0])
-    prev = torch.full((3,), BOS)
-    lp_all, _, _ = model.decode_step(memory, state, prev)
-    lp_sel, _, _ = model.decode_step(select(memory, idx), select(state, idx), prev[idx])
-    torch.testing.assert_close(lp_sel, lp_all[idx])
+    with torch.no_grad():
+        memory = model.encode(src, src_len)
+        state = model.init_state(memory)
+        for t in range(3):
+            _, state, _ = model.decode_step(memory, state, tgt_in[:, t])
+        memory, state = select(memory, idx), select(state, idx)
+        lp_sel, _, _ = model.decode_step(memory, state, tgt_in[idx, 3])
+        ref = torch.log_softmax(model(src[idx], src_len[idx], tgt_in[idx]), -1)[:, 3]
+    torch.testing.assert_close(lp_sel, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_tied_and_shared_embeddings():
@@ -121,15 +127,21 @@ def test_reverse_padded():
     assert reverse_padded(x, torch.tensor([3, 2])).tolist() == [[3, 2, 1, 0], [5, 4, 0, 0]]
 
 
-def test_reversed_source_changes_the_encoding_not_the_positions():
-    fwd = model_for(VARIANTS["bahdanau-gru"])
-    rev = model_for(VARIANTS["bahdanau-gru"] + ["model.reverse_source=true"])
+def test_reversed_source_keeps_annotations_in_source_order():
+    """Reading the source backwards equals reading the reversed source forwards, with the
+    annotations put back so that position j still belongs to source token j."""
+    from seq2seq.models.rnn import reverse_padded
+
+    uni = ["model.bidirectional=false"]
+    fwd = model_for(uni)
+    rev = model_for([*uni, "model.reverse_source=true"])
     rev.load_state_dict(fwd.state_dict())
     src, src_len, _ = toy_batch()
     with torch.no_grad():
-        m1, m2 = fwd.encode(src, src_len), rev.encode(src, src_len)
-    assert not torch.allclose(m1["values"], m2["values"])
-    assert torch.equal(m1["mask"], m2["mask"])
+        backwards = rev.encode(src, src_len)["values"]
+        manual = fwd.encode(reverse_padded(src, src_len), src_len)["values"]
+    torch.testing.assert_close(backwards, reverse_padded(manual, src_len))
+    assert not torch.allclose(backwards, fwd.encode(src, src_len)["values"])
 
 
 def test_default_model_config_builds():

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from seq2seq.batching import make_batch
@@ -6,9 +7,15 @@ from seq2seq.models import build_model
 from seq2seq.search import greedy, max_lengths
 from seq2seq.vocab import EOS
 
+ARCHS = {
+    "rnn": [],
+    "transformer": ["model.arch=transformer", "model.attention.score=scaled_dot",
+                    "model.attention.heads=2", "model.ff_size=32"],
+}
 
-def model():
-    cfg = load_config(None, ["model.embed_size=16", "model.hidden_size=16"])
+
+def model(arch="rnn"):
+    cfg = load_config(None, ["model.embed_size=16", "model.hidden_size=16", *ARCHS[arch]])
     torch.manual_seed(0)
     return build_model(cfg.model, 40, 40).eval()
 
@@ -19,8 +26,9 @@ def sources(n=12):
                           generator=g).tolist() for _ in range(n)]
 
 
-def test_batch_equals_alone():
-    m = model()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batch_equals_alone(arch):
+    m = model(arch)
     src = sources()
     b = make_batch(src)
     limit = max_lengths(b.src_len, 1.5, 5)
@@ -32,8 +40,9 @@ def test_batch_equals_alone():
         torch.testing.assert_close(attn1[0], attn[i], atol=1e-5, rtol=1e-5)
 
 
-def test_length_limit_and_no_eos_in_output():
-    m = model()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_length_limit_and_no_eos_in_output(arch):
+    m = model(arch)
     src = sources()
     b = make_batch(src)
     limit = torch.full((len(src),), 3)
@@ -46,3 +55,4 @@ def test_length_limit_and_no_eos_in_output():
 
 def test_max_lengths():
     assert max_lengths(torch.tensor([2, 10]), 1.5, 4).tolist() == [7, 19]
+    assert max_lengths(torch.tensor([2, 10]), 1.5, 4, cap=12).tolist() == [7, 12]

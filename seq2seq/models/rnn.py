@@ -16,8 +16,9 @@ Decoders (``model.decoder``); ``E y`` is the embedded previous target word:
   predict from ``t_i = tanh(W_o [s_i; c; E y_{i-1}])`` (Cho et al. 2014, eqs. 5-8; the paper uses
   maxout units for ``t_i``).
 * ``bahdanau``: ``c_i`` attends from the *previous* state ``s_{i-1}``;
-  ``s_i = f(s_{i-1}, [E y_{i-1}; c_i])``; ``t_i = tanh(W_o [s_i; c_i; E y_{i-1}])``
-  (Bahdanau et al. 2014, eqs. 4-6 and A.2.2; again tanh in place of maxout).
+  ``s_i = f(s_{i-1}, [E y_{i-1}; c_i])``; ``t_i = tanh(W_o [s_i; c_i; E y_{i-1}])``, i.e.
+  ``p(y_i) = g(y_{i-1}, s_i, c_i)`` of eq. 4 (appendix A.2.2 writes the output layer with
+  ``s_{i-1}``; seq2seq follows eq. 4, and uses tanh in place of maxout).
 * ``luong``: ``h_t = f(h_{t-1}, [E y_{t-1}; h~_{t-1}])`` (input feeding, optional), ``c_t``
   attends from the *current* state, ``h~_t = tanh(W_c [c_t; h_t])`` (Luong et al. 2015, eq. 5).
   Without input feeding the recurrence runs over the whole target at once in training.

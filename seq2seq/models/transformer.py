@@ -151,6 +151,7 @@ class Transformer(Seq2SeqModel):
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
         self.cfg = cfg
+        self.max_positions = cfg.max_length  # the position table's size caps both sides
         d = cfg.embed_size
         src_emb = nn.Embedding(src_vocab_size, d, padding_idx=PAD)
         self.tgt_embedding = src_emb if cfg.share_embeddings else nn.Embedding(
