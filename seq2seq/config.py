@@ -10,6 +10,7 @@ exactly the same checks. Builders take these objects, never raw dicts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -329,7 +330,9 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     if unknown:
         key = unknown[0]
         full = f"{path}.{key}" if path else str(key)
-        raise ConfigError(f"{full}: unknown key; allowed keys are {', '.join(fields)}")
+        close = difflib.get_close_matches(str(key), list(fields), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{full}: unknown key{hint}; allowed keys are {', '.join(fields)}")
     kwargs = {}
     for name, value in raw.items():
         kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
