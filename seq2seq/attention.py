@@ -140,6 +140,8 @@ class CosineScore(Score):
     ``e_ij = beta * cos(q_i, k_j)`` with a learned or fixed sharpening ``beta`` (keys projected
     to the query size when the sizes differ)."""
 
+    keeps_own_init = True  # rho starts at softplus^-1(beta), not at the model's default init
+
     def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
         super().__init__(query_size, key_size, cfg)
         self.W = nn.Linear(key_size, query_size, bias=False) if key_size != query_size else None

@@ -57,6 +57,27 @@ class Seq2SeqModel(nn.Module):
         non-pad positions of :meth:`features`, which saves the output layer's cost on padding."""
         return self.project(self.features(src, src_len, tgt_in))
 
+    def init_parameters(self) -> None:
+        """The initialisation every family shares: token embeddings ``N(0, d^-1/2)`` with a zero
+        pad row, other matrices Xavier-uniform, biases zero. Layer norms, and modules that set
+        ``keeps_own_init`` (the cosine score's sharpening), keep their own initial values."""
+        owner: dict[int, nn.Module] = {}
+        for module in self.modules():
+            for p in module.parameters(recurse=False):
+                owner.setdefault(id(p), module)
+        for p in self.parameters():
+            module = owner[id(p)]
+            if isinstance(module, nn.LayerNorm) or getattr(module, "keeps_own_init", False):
+                continue
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                nn.init.normal_(p, 0.0, p.size(1) ** -0.5)
+                with torch.no_grad():
+                    p[module.padding_idx].zero_()
+            elif p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+            else:
+                nn.init.zeros_(p)
+
     def set_hard_attention(self, hard: bool) -> None:
         """Hard (argmax) attention at inference; a model without attention ignores it."""
 

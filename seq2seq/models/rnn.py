@@ -129,20 +129,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         self.generator = nn.Linear(H, tgt_vocab_size)
         if cfg.tie_output:
             self.generator.weight = self.tgt_embedding.weight
-        self._init_parameters()
-
-    def _init_parameters(self):
-        for name, p in self.named_parameters():
-            if "embedding" in name:
-                nn.init.normal_(p, 0.0, p.size(1) ** -0.5)
-                with torch.no_grad():
-                    p[PAD].zero_()
-            elif name.endswith("rho"):
-                continue  # the cosine score's sharpening keeps its configured start
-            elif p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-            else:
-                nn.init.zeros_(p)
+        self.init_parameters()
 
     def set_hard_attention(self, hard: bool) -> None:
         """Attend only to the argmax position at inference (soft attention in training)."""

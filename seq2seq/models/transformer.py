@@ -167,18 +167,7 @@ class Transformer(Seq2SeqModel):
         self.generator = nn.Linear(d, tgt_vocab_size)
         if cfg.tie_output:
             self.generator.weight = self.tgt_embedding.weight
-        self._init_parameters()
-
-    def _init_parameters(self):
-        for name, p in self.named_parameters():
-            if "embedding" in name and "learned" not in name:
-                nn.init.normal_(p, 0.0, p.size(1) ** -0.5)
-                with torch.no_grad():
-                    p[PAD].zero_()
-            elif p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-            elif "norm" not in name:
-                nn.init.zeros_(p)
+        self.init_parameters()
 
     def encode(self, src, src_len) -> State:
         mask = src != PAD  # (B, S)
