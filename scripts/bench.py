@@ -2,6 +2,7 @@
 
     python scripts/bench.py                                   # bahdanau config, 20 updates
     python scripts/bench.py --config configs/multi30k/bahdanau.yaml --updates 50
+    python scripts/bench.py --config configs/multi30k/transformer.yaml --precision fp32,bf16
     python scripts/bench.py --run runs/bahdanau --sentences 1000   # decoding speed of a run
 
 Training: source+target tokens per second and seconds per update over ``--updates`` updates after
@@ -28,12 +29,15 @@ from seq2seq.config import load_config  # noqa: E402
 from seq2seq.data import load_split, split_name  # noqa: E402
 from seq2seq.inference import Translator, decode_ids  # noqa: E402
 from seq2seq.models import build_model  # noqa: E402
-from seq2seq.training import batch_loss, build_optimizer, seed_everything  # noqa: E402
+from seq2seq.optim import build_optimizer  # noqa: E402
+from seq2seq.training import autocast, batch_loss, seed_everything  # noqa: E402
 from seq2seq.vocab import train_or_load  # noqa: E402
 
 
-def bench_train(config: Path, updates: int, warmup: int, data: str | None) -> dict:
+def bench_train(config: Path, updates: int, warmup: int, data: str | None,
+                precision: str = "fp32") -> dict:
     overrides = [f"data.path={data}"] if data else []
+    overrides.append(f"train.precision={precision}")
     cfg = load_config(config, overrides)
     seed_everything(cfg.train.seed)
     ds = load_split(cfg.data, cfg.data.splits.train)
@@ -41,13 +45,14 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None) -> di
     src, tgt = sv.encode(ds["src"]), tv.encode(ds["tgt"])
     batches = TrainBatches(src, tgt, cfg.train.batch_tokens, cfg.train.seed).epoch(1)
     model = build_model(cfg.model, len(sv), len(tv))
-    opt = build_optimizer(cfg, model)
+    opt = build_optimizer(cfg.train, model)
     model.train()
     tokens, elapsed = 0, 0.0
     for i, idx in enumerate(batches[: warmup + updates]):
         b = make_batch([src[i] for i in idx], [tgt[i] for i in idx])
         t0 = time.perf_counter()
-        loss = batch_loss(model, b) / b.n_tgt_tokens
+        with autocast(precision, torch.device("cpu")):
+            loss = batch_loss(model, b) / b.n_tgt_tokens
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
@@ -56,7 +61,8 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None) -> di
             elapsed += time.perf_counter() - t0
             tokens += b.n_src_tokens + b.n_tgt_tokens
     return {
-        "config": config.name, "params": model.num_parameters(), "updates": updates,
+        "config": config.name, "precision": precision, "params": model.num_parameters(),
+        "updates": updates,
         "s/update": elapsed / updates, "tokens/s": tokens / elapsed,
     }
 
@@ -98,6 +104,8 @@ def main() -> int:
                     help="config(s) to time training for (default: bahdanau)")
     ap.add_argument("--updates", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--precision", default="fp32",
+                    help="comma-separated training precisions to time: fp32, bf16")
     ap.add_argument("--data", help="override data.path (e.g. ../shared/data/multi30k)")
     ap.add_argument("--run", type=Path, action="append", help="run(s) to time decoding for")
     ap.add_argument("--sentences", type=int, default=1000)
@@ -110,7 +118,8 @@ def main() -> int:
         data = args.data
         if data is None and not (ROOT / "data/multi30k").exists():
             data = str(ROOT.parent / "shared/data/multi30k")
-        rows = [bench_train(c, args.updates, args.warmup, data) for c in configs]
+        rows = [bench_train(c, args.updates, args.warmup, data, p)
+                for c in configs for p in args.precision.split(",")]
         print("\nTraining throughput\n" + table(rows))
     if args.run:
         sizes = [int(x) for x in args.batch_sizes.split(",")]

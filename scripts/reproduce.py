@@ -28,7 +28,9 @@ def row(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "train_summary.json").read_text())
     valid = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     valid = [r for r in valid if r["kind"] == "valid"]
-    test = json.loads(next(run_dir.glob("eval_test*.json")).read_text())
+    evals = [p for p in run_dir.glob("eval_test*.json") if "_beam" not in p.stem
+             and not p.stem.endswith("_hard")]  # the greedy evaluation
+    test = json.loads(min(evals, key=lambda p: len(p.name)).read_text())
     return {
         "name": summary["name"], "parameters": summary["parameters"],
         "updates": summary["updates"], "wall_min": round(summary["wall_s"] / 60, 1),

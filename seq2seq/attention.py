@@ -302,9 +302,10 @@ class MultiHeadAttention(nn.Module):
         return torch.cat([self._split(k), self._split(v)], dim=1)
 
     def forward(self, query, proj_keys, values=None, mask=None, positions=None,
-                need_weights: bool = True, causal: bool = False):
+                need_weights: bool = True, causal: bool = False, average_heads: bool = True):
         """query (B, T, Dq), proj_keys from :meth:`project_keys`, mask (B, S) True = attend
-        -> output (B, T, out), weights (B, T, S) averaged over heads (None if not needed)."""
+        -> output (B, T, out), weights (B, T, S) averaged over heads, or (B, h, T, S) with
+        ``average_heads=False`` (None if not needed)."""
         q = self._split(self.W_q(query))  # (B, h, T, d_k)
         k, v = proj_keys[:, : self.heads], proj_keys[:, self.heads :]  # (B, h, S, d_k)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S)
@@ -322,7 +323,7 @@ class MultiHeadAttention(nn.Module):
             if hard:
                 weights = hard_weights(weights)
             ctx = F.dropout(weights, p, self.training) @ v
-            mean_weights = weights.mean(dim=1)
+            mean_weights = weights.mean(dim=1) if average_heads else weights
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
             mean_weights = None

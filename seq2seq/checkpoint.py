@@ -27,6 +27,8 @@ from seq2seq.errors import CheckpointError
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -72,3 +74,53 @@ def resolve(run: Path, checkpoint: str = "best") -> Path:
         return path
     p = Path(checkpoint)
     return p if p.is_absolute() or p.exists() else run / p
+
+
+def pick_checkpoints(run: Path, last: int | None = None, best: int | None = None) -> list[Path]:
+    """The ``last`` latest or the ``best`` best-scoring per-validation checkpoints of a run
+    (``ckpt_UPDATE.pt``, written when ``train.keep_last``/``keep_best`` are set)."""
+    run = Path(run)
+    if (last is None) == (best is None):
+        raise CheckpointError("choose --last N or --best N")
+    files = sorted(run.glob("ckpt_*.pt"))
+    if not files:
+        raise CheckpointError(f"{run}: no ckpt_*.pt files (train with train.keep_last or "
+                              "train.keep_best set)")
+    n = last or best
+    if len(files) < n:
+        raise CheckpointError(f"{run}: asked for {n} checkpoints but only {len(files)} are kept")
+    if last is not None:
+        return files[-n:]
+    scores = {p: load(p).get("score") for p in files}
+    if any(s is None for s in scores.values()):
+        raise CheckpointError(f"{run}: a ckpt_*.pt file has no validation score")
+    return sorted(sorted(files, key=lambda p: -scores[p])[:n])
+
+
+def average_checkpoints(paths: list[Path], output: Path) -> dict[str, Any]:
+    """Element-wise mean of the floating-point weights of ``paths`` (other tensors are taken
+    from the last checkpoint), written atomically to ``output`` with the last one's config."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    sums: dict[str, torch.Tensor] = {}
+    last: dict[str, Any] = {}
+    for i, path in enumerate(paths):
+        payload = load(path)
+        state = payload["model"]
+        if i and set(state) != set(sums):
+            raise CheckpointError(f"{path}: its weights do not match {paths[0]}")
+        for k, v in state.items():
+            if i and v.shape != sums[k].shape:
+                raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, "
+                                      f"not {tuple(sums[k].shape)}")
+            if v.is_floating_point():
+                sums[k] = v.double() if i == 0 else sums[k] + v.double()
+            else:
+                sums[k] = v
+        last = payload
+    model = {k: (v / len(paths)).to(last["model"][k].dtype) if v.is_floating_point() else v
+             for k, v in sums.items()}
+    out = {"model": model, "config": last["config"], "averaged": [str(p) for p in paths],
+           "update": last.get("update")}
+    save_atomic(out, Path(output))
+    return out

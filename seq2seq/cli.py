@@ -35,9 +35,41 @@ BatchOpt = Annotated[
 ]
 
 
+BeamOpt = Annotated[
+    int | None, typer.Option("--beam", "-k", min=1,
+                             help="Beam size; 1 is greedy search (default: decode.beam_size).")
+]
+AlphaOpt = Annotated[
+    float | None, typer.Option("--alpha", min=0.0,
+                               help="GNMT length-penalty exponent (default: decode.alpha).")
+]
+PenaltyOpt = Annotated[
+    str | None, typer.Option("--length-penalty",
+                             help="Ranking of finished hypotheses: gnmt, average or none "
+                             "(default: decode.length_penalty).")
+]
+NBestOpt = Annotated[
+    int | None, typer.Option("--n-best", min=1,
+                             help="Hypotheses per sentence (raises --beam to at least this).")
+]
+
+
+def _decode_overrides(batch_size, beam, alpha, length_penalty, n_best, hard_attention) -> dict:
+    if length_penalty is not None and length_penalty not in ("gnmt", "average", "none"):
+        raise Seq2SeqError(f"--length-penalty: {length_penalty!r} is not one of gnmt, "
+                           "average, none")
+    if n_best is not None and (beam or 1) < n_best:
+        beam = n_best
+    return {"batch_size": batch_size, "beam_size": beam, "alpha": alpha,
+            "length_penalty": length_penalty, "n_best": n_best,
+            "hard_attention": hard_attention}
+
+
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option("--config", help="YAML configuration file.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML configuration file.")
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", "-s", metavar="KEY=VALUE",
@@ -47,20 +79,62 @@ def train(
     run_dir: Annotated[
         Path | None, typer.Option("--run-dir", help="Where to write the run (default: runs/NAME).")
     ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the run in this directory from its "
+                                  "last.pt: weights, optimizer, schedule, random states and data "
+                                  "position. --set changes its config (e.g. "
+                                  "train.max_updates).")
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run in the run directory "
                            "(everything in that directory is deleted first).")
     ] = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", min=1, help="Train with this many processes "
+                          "(DistributedDataParallel through torchrun; gloo on CPU, nccl on "
+                          "GPUs).")
+    ] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a model; writes config, vocabulary, checkpoints and metrics into the run directory."""
     from seq2seq.config import load_config
     from seq2seq.training import train as train_fn
 
+    if (config is None) == (resume is None):
+        raise Seq2SeqError("give --config FILE to start a run or --resume RUN_DIR to continue one")
+    if nproc > 1:
+        _torchrun(nproc)
+        return
+    if resume is not None:
+        if run_dir is not None or overwrite:
+            raise Seq2SeqError("--resume continues a run in place; drop --run-dir/--overwrite")
+        cfg = load_config(resume / "config.yaml", list(set_ or []))
+        cfg.run_dir = str(resume)
+        train_fn(cfg, progress=progress, resume=True)
+        return
     cfg = load_config(config, list(set_ or []))
     if run_dir is not None:
         cfg.run_dir = str(run_dir)
     train_fn(cfg, overwrite=overwrite, progress=progress)
+
+
+def _torchrun(nproc: int) -> None:
+    """Re-run this command under torchrun with ``nproc`` processes (without --nproc)."""
+    import subprocess
+
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", "-m", "seq2seq", *args]
+    code = subprocess.call(cmd)
+    if code:
+        raise Seq2SeqError(f"distributed training failed (exit status {code})")
 
 
 @app.command("eval")
@@ -76,18 +150,33 @@ def evaluate(
     ref: Annotated[Path | None, typer.Option("--ref", help="Reference file for --src.")] = None,
     checkpoint: CheckpointOpt = "best",
     batch_size: BatchOpt = None,
+    beam: BeamOpt = None,
+    alpha: AlphaOpt = None,
+    length_penalty: PenaltyOpt = None,
+    n_best: NBestOpt = None,
     hard_attention: HardOpt = None,
+    lowercase: Annotated[
+        bool, typer.Option("--lowercase", help="Case-insensitive BLEU and chrF (case:lc in the "
+                           "signature).")
+    ] = False,
+    tokenize: Annotated[
+        str, typer.Option("--tokenize", help="sacreBLEU tokenizer for BLEU: 13a, intl, char, "
+                          "none, zh, ... (tok: in the signature).")
+    ] = "13a",
     device: DeviceOpt = "auto",
 ) -> None:
-    """Translate a split (or --src/--ref files) and report sacreBLEU BLEU and chrF with their
-    signatures; writes eval_NAME.json and hyps_NAME.txt into the run directory."""
+    """Translate a split (or --src/--ref files) and report sacreBLEU BLEU, chrF and TER with
+    their signatures; writes eval_NAME.json, eval_NAME.md and hyps_NAME.txt (nbest_NAME.txt
+    with --n-best) into the run directory."""
     from seq2seq.evaluate import evaluate as evaluate_fn
 
     if (src is None) != (ref is None):
         raise Seq2SeqError("--src and --ref go together")
-    report = evaluate_fn(run, split=split, src_file=src, ref_file=ref, checkpoint=checkpoint,
-                         batch_size=batch_size, hard_attention=hard_attention, device=device)
-    for name in ("bleu", "chrf"):
+    report = evaluate_fn(
+        run, split=split, src_file=src, ref_file=ref, checkpoint=checkpoint, device=device,
+        lowercase=lowercase, tokenize=tokenize,
+        **_decode_overrides(batch_size, beam, alpha, length_penalty, n_best, hard_attention))
+    for name in ("bleu", "chrf", "ter"):
         typer.echo(report[name]["text"])
 
 
@@ -96,21 +185,96 @@ def translate(
     run: RunOpt,
     checkpoint: CheckpointOpt = "best",
     batch_size: BatchOpt = None,
+    beam: BeamOpt = None,
+    alpha: AlphaOpt = None,
+    length_penalty: PenaltyOpt = None,
+    n_best: NBestOpt = None,
     hard_attention: HardOpt = None,
+    plot_attention: Annotated[
+        Path | None, typer.Option("--plot-attention", help="Write a heatmap of the attention "
+                                  "of every sentence into this directory (NNNNN.png).")
+    ] = None,
+    head: Annotated[
+        int | None, typer.Option("--head", min=1, help="With --plot-attention on a multi-head "
+                                 "model: plot this head (from 1) instead of the heads' mean.")
+    ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate standard input, one sentence a line, to standard output in the same order.
 
     Lines are batched while input is waiting and answered at once when it is not, so the
     command suits both pipes and interactive use. An empty line gives an empty line; a line
-    that is not UTF-8 gives an empty line and a warning on standard error."""
+    that is not UTF-8 gives an empty line and a warning on standard error. With --n-best N
+    every input line gives exactly N lines SCORE<TAB>TRANSLATION, best first (empty fields
+    for an empty input line)."""
     from seq2seq.inference import Translator, with_overrides
     from seq2seq.streaming import translate_stream
 
     tr = Translator.from_run(run, checkpoint=checkpoint, device=device)
-    tr.config.decode = with_overrides(tr.config.decode, batch_size=batch_size,
-                                      hard_attention=hard_attention)
-    translate_stream(tr, sys.stdin.buffer, sys.stdout)
+    tr.config.decode = with_overrides(
+        tr.config.decode,
+        **_decode_overrides(batch_size, beam, alpha, length_penalty, n_best, hard_attention))
+    tr.config.validate()
+    plotter = None
+    if plot_attention is not None:
+        from seq2seq.plotting import AttentionPlotter
+
+        plotter = AttentionPlotter(tr, plot_attention, head=head)
+    translate_stream(tr, sys.stdin.buffer, sys.stdout, n_best=n_best, plotter=plotter)
+
+
+@app.command()
+def average(
+    checkpoints: Annotated[
+        list[Path] | None, typer.Argument(help="Checkpoint files to average.", show_default=False)
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", "-r", help="Pick the checkpoints from this run's "
+                                  "ckpt_*.pt (kept by train.keep_last / keep_best).")
+    ] = None,
+    last: Annotated[int | None, typer.Option("--last", min=1, help="The N latest.")] = None,
+    best: Annotated[int | None, typer.Option("--best", min=1, help="The N best-scoring.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write the average "
+                                  "(default: RUN/averaged.pt).")
+    ] = None,
+) -> None:
+    """Average the weights of several checkpoints of one model into a new checkpoint, e.g.
+    `seq2seq average --run runs/transformer --last 5`, then `seq2seq eval --run
+    runs/transformer --checkpoint averaged.pt`."""
+    from seq2seq.checkpoint import average_checkpoints, pick_checkpoints
+
+    if run is not None:
+        if checkpoints:
+            raise Seq2SeqError("give checkpoint files or --run, not both")
+        checkpoints = pick_checkpoints(run, last=last, best=best)
+        output = output or run / "averaged.pt"
+    elif not checkpoints or output is None:
+        raise Seq2SeqError("give --run RUN (with --last or --best), or checkpoint files and "
+                           "--output")
+    average_checkpoints(checkpoints, output)
+    typer.echo(f"averaged {len(checkpoints)} checkpoints into {output}: "
+               + ", ".join(p.name for p in checkpoints))
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for report.md and the PNGs.")
+    ] = Path("report"),
+    split: Annotated[
+        str, typer.Option("--split", help="Which evaluation to show: the data name of "
+                          "eval_NAME.json without beam/hard suffix, or test/valid.")
+    ] = "test",
+) -> None:
+    """Compare runs side by side: a Markdown table (model, attention, parameters, training
+    time, tokens/s, best validation BLEU, test BLEU/chrF with signature), a bar chart of test
+    BLEU and learning curves (validation BLEU against time and against updates)."""
+    from seq2seq.report import write_report
+
+    path = write_report(runs, output, split=split)
+    typer.echo(path.read_text(encoding="utf-8"))
 
 
 def main() -> None:

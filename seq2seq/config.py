@@ -121,23 +121,38 @@ class TrainConfig:
     bucket_pool: int = 100  # batches per sorting pool (length bucketing)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3  # the peak learning rate with a warm-up schedule
-    # constant, or inverse_sqrt: linear warm-up to lr over warmup_updates, then
-    # lr * sqrt(warmup / update) (Vaswani et al. 2017, eq. 3, the "Noam" schedule)
-    schedule: Literal["constant", "inverse_sqrt"] = "constant"
-    warmup_updates: int = 0
+    # the learning rate of every update (seq2seq/optim.py gives the formula):
+    #   constant; inverse_sqrt: lr * sqrt(warmup / update) after the warm-up ("Noam");
+    #   plateau: times decay_factor when valid_metric has not improved for plateau_patience
+    #   validations; halving: times decay_factor after every epoch from halve_after_epoch on
+    schedule: Literal["constant", "inverse_sqrt", "plateau", "halving"] = "constant"
+    warmup_updates: int = 0  # linear warm-up from 0 to lr (any schedule)
+    decay_factor: float = 0.5
+    plateau_patience: int = 2
+    halve_after_epoch: int = 5
+    min_lr: float = 0.0
+    momentum: float = 0.0  # sgd
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
-    clip_grad_norm: float = 5.0
+    clip_grad_norm: float = 5.0  # 0 = no clipping
     label_smoothing: float = 0.0
+    accumulate: int = 1  # batches whose gradients are summed into one update
     max_updates: int = 1250
     max_epochs: int | None = None
     max_minutes: float | None = None
     valid_every: int = 250
-    valid_bleu: bool = True  # greedy-decode the validation set and compute BLEU at validation
+    valid_bleu: bool = True  # greedy-decode the validation set and compute BLEU and chrF
     valid_max_sentences: int | None = None
+    valid_metric: Literal["bleu", "chrf", "loss"] = "bleu"  # selects best.pt, early stopping
+    patience: int | None = None  # stop after this many validations without improvement
+    keep_last: int = 0  # also keep the weights of the last N validations (ckpt_UPDATE.pt)
+    keep_best: int = 0  # ... and of the N best ones (for `seq2seq average`)
     log_every: int = 10
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = None  # torch intra-op threads on CPU (default: all cores)
+    # fp32; bf16: autocast to bfloat16 (CPU and CUDA; master weights and the loss stay fp32);
+    # fp16: autocast to float16 with a gradient scaler (CUDA only)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
 @dataclass
@@ -145,6 +160,12 @@ class DecodeConfig:
     """Search settings used by eval and translate (overridable on the command line)."""
 
     batch_size: int = 64  # sentences per decoding batch
+    beam_size: int = 1  # 1: greedy search; K > 1: beam search with K hypotheses per sentence
+    n_best: int = 1  # hypotheses returned per sentence (at most beam_size)
+    # ranking of finished hypotheses: gnmt ((5 + |y|) / 6) ** alpha (Wu et al. 2016),
+    # average (log-probability per token) or none (raw log-probability)
+    length_penalty: Literal["gnmt", "average", "none"] = "gnmt"
+    alpha: float = 0.6
     hard_attention: bool = False  # attend only to the argmax position (inference only)
     max_len_a: float = 1.5  # output length limit: a * src_len + b
     max_len_b: int = 10
@@ -252,12 +273,35 @@ class Config:
             raise ConfigError(
                 f"train.label_smoothing: must be in [0, 1), got {self.train.label_smoothing}"
             )
+        t = self.train
+        if t.valid_metric != "loss" and not t.valid_bleu:
+            raise ConfigError(f"train.valid_metric: {t.valid_metric} needs train.valid_bleu: "
+                              "true (or use loss)")
+        for key in ("accumulate", "plateau_patience", "halve_after_epoch", "patience"):
+            value = getattr(t, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{key}: must be 1 or more, got {value}")
+        for key in ("keep_last", "keep_best", "warmup_updates"):
+            if getattr(t, key) < 0:
+                raise ConfigError(f"train.{key}: must be 0 or more, got {getattr(t, key)}")
+        if not 0.0 < t.decay_factor <= 1.0:
+            raise ConfigError(f"train.decay_factor: must be in (0, 1], got {t.decay_factor}")
+        if t.lr <= 0 or t.min_lr < 0:
+            raise ConfigError("train.lr: must be positive (and train.min_lr 0 or more)")
+        if t.schedule == "inverse_sqrt" and not t.warmup_updates:
+            raise ConfigError("train.schedule: inverse_sqrt needs train.warmup_updates > 0")
         if self.train.seed < 0:
             raise ConfigError(f"train.seed: must be 0 or more, got {self.train.seed}")
         if not 0.0 < v.character_coverage <= 1.0:
             raise ConfigError(
                 f"vocab.character_coverage: must be in (0, 1], got {v.character_coverage}"
             )
+        d = self.decode
+        if d.beam_size < 1 or not 1 <= d.n_best <= d.beam_size:
+            raise ConfigError(f"decode.n_best: must be between 1 and decode.beam_size "
+                              f"({d.beam_size}), got {d.n_best}")
+        if d.alpha < 0:
+            raise ConfigError(f"decode.alpha: must be 0 or more, got {d.alpha}")
         if self.data.src_lang == self.data.tgt_lang:
             raise ConfigError("data.tgt_lang: must differ from data.src_lang")
 

@@ -21,7 +21,7 @@ from seq2seq.batching import inference_batches, make_batch
 from seq2seq.config import Config, DecodeConfig, config_from_dict
 from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 from seq2seq.models import Seq2SeqModel, build_model
-from seq2seq.search import greedy, max_lengths
+from seq2seq.search import Hypothesis, beam_search, greedy, max_lengths
 from seq2seq.vocab import Vocab, load_from_run
 
 
@@ -42,25 +42,49 @@ def with_overrides(decode: DecodeConfig, **overrides) -> DecodeConfig:
 
 
 @torch.no_grad()
-def decode_ids(
+def search_ids(
     model: Seq2SeqModel, src_ids: Sequence[Sequence[int]], decode: DecodeConfig,
     device: torch.device, return_attention: bool = False,
-) -> tuple[list[list[int]], list[torch.Tensor] | None]:
-    """Decode encoded source sentences in length-sorted batches; results in input order."""
+) -> list[list[Hypothesis]]:
+    """Decode encoded source sentences in length-sorted batches with greedy search
+    (``beam_size`` 1) or beam search; per sentence, in input order, its ``n_best``
+    hypotheses best first."""
     model.eval()
     model.set_hard_attention(decode.hard_attention)
-    hyps: list[list[int]] = [[] for _ in src_ids]
-    attn: list[torch.Tensor | None] = [None for _ in src_ids]
+    results: list[list[Hypothesis]] = [[] for _ in src_ids]
     for idx in inference_batches(src_ids, decode.batch_size):
         batch = make_batch([src_ids[i] for i in idx], index=idx).to(device)
         limit = max_lengths(batch.src_len, decode.max_len_a, decode.max_len_b,
                             cap=getattr(model, "max_positions", None))
-        out, weights = greedy(model, batch.src, batch.src_len, limit, return_attention)
+        if decode.beam_size == 1:
+            out = greedy(model, batch.src, batch.src_len, limit, return_attention,
+                         decode.length_penalty, decode.alpha)
+        else:
+            out = beam_search(model, batch.src, batch.src_len, limit, decode.beam_size,
+                              decode.n_best, decode.length_penalty, decode.alpha,
+                              return_attention)
         for j, i in enumerate(idx.tolist()):
-            hyps[i] = out[j]
-            if weights is not None:
-                attn[i] = weights[j]
-    return hyps, (attn if return_attention else None)
+            results[i] = out[j]
+    return results
+
+
+def decode_ids(
+    model: Seq2SeqModel, src_ids: Sequence[Sequence[int]], decode: DecodeConfig,
+    device: torch.device, return_attention: bool = False,
+) -> tuple[list[list[int]], list[torch.Tensor] | None]:
+    """The 1-best output ids of every sentence (and its attention on request)."""
+    best = [h[0] for h in search_ids(model, src_ids, decode, device, return_attention)]
+    attn = [h.attention for h in best] if return_attention else None
+    return [h.tokens for h in best], attn
+
+
+@dataclass
+class Translation:
+    text: str  # detokenized output
+    score: float  # length-normalised log-probability (see seq2seq.search.normalise)
+    tokens: list[int]  # output subword ids, without eos
+    src_tokens: list[int]  # source subword ids fed to the model (the model appends eos)
+    attention: torch.Tensor | None = None  # (len(tokens) + 1, len(src_tokens) + 1)
 
 
 @dataclass
@@ -95,16 +119,24 @@ class Translator:
 
     def translate(self, lines: Sequence[str], decode: DecodeConfig | None = None) -> list[str]:
         """Translate detokenized sentences; an empty line gives an empty translation."""
+        return [h[0].text if h else "" for h in self.translate_nbest(lines, decode)]
+
+    def translate_nbest(self, lines: Sequence[str], decode: DecodeConfig | None = None,
+                        return_attention: bool = False) -> list[list[Translation]]:
+        """Per line, its ``decode.n_best`` translations best first (an empty list for an empty
+        line), with their scores, subwords and, on request, attention weights."""
         decode = decode or self.config.decode
-        out = [""] * len(lines)
+        out: list[list[Translation]] = [[] for _ in lines]
         todo = [i for i, line in enumerate(lines) if line.strip()]
         if not todo:
             return out
         src_ids = self.src_vocab.encode([lines[i].strip() for i in todo])
         src_ids = [s[: self.max_src_len()] for s in src_ids]
-        hyps, _ = decode_ids(self.model, src_ids, decode, self.device)
-        for i, text in zip(todo, self.tgt_vocab.decode(hyps)):
-            out[i] = text
+        hyps = search_ids(self.model, src_ids, decode, self.device, return_attention)
+        for i, s_ids, nbest in zip(todo, src_ids, hyps):
+            texts = self.tgt_vocab.decode([h.tokens for h in nbest])
+            out[i] = [Translation(text, h.score, h.tokens, s_ids, h.attention)
+                      for text, h in zip(texts, nbest)]
         return out
 
     def max_src_len(self) -> int:

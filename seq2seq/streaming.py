@@ -28,9 +28,12 @@ def _reader(stream: BinaryIO, q: queue.Queue) -> None:
 
 
 def translate_stream(tr: Translator, stream: BinaryIO, out: TextIO,
-                     err: TextIO | None = None) -> int:
+                     err: TextIO | None = None, n_best: int | None = None,
+                     plotter=None) -> int:
     """Translate ``stream`` line by line into ``out`` in batches of at most
-    ``tr.config.decode.batch_size`` lines; returns the number of lines."""
+    ``tr.config.decode.batch_size`` lines; returns the number of lines. With ``n_best``, every
+    line gives exactly that many lines ``SCORE<TAB>TEXT``; a ``plotter``
+    (:class:`seq2seq.plotting.AttentionPlotter`) draws every sentence's attention."""
     err = err or sys.stderr
     size = tr.config.decode.batch_size
     q: queue.Queue = queue.Queue(maxsize=4 * size)
@@ -59,7 +62,15 @@ def translate_stream(tr: Translator, stream: BinaryIO, out: TextIO,
             except UnicodeDecodeError:
                 err.write(f"warning: line {line_no} is not valid UTF-8; writing an empty line\n")
                 texts.append("")
-        for hyp in tr.translate(texts):
-            out.write(hyp + "\n")
+        results = tr.translate_nbest(texts)
+        for i, nbest in enumerate(results):
+            if n_best:
+                rows = [f"{h.score:.4f}\t{h.text}" for h in nbest[:n_best]]
+                rows += ["\t"] * (n_best - len(rows))
+                out.write("\n".join(rows) + "\n")
+            else:
+                out.write((nbest[0].text if nbest else "") + "\n")
+            if plotter is not None and nbest:
+                plotter.plot(line_no - len(texts) + i + 1, nbest[0])
         out.flush()
     return line_no

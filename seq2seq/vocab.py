@@ -117,13 +117,16 @@ def _key(lines_by_side: Sequence[Sequence[str]], cfg: VocabConfig) -> str:
 
 
 def train_or_load(
-    cfg: VocabConfig, src_lines: Sequence[str], tgt_lines: Sequence[str], out_dir: Path
+    cfg: VocabConfig, src_lines: Sequence[str], tgt_lines: Sequence[str], out_dir: Path,
+    write: bool = True,
 ) -> tuple[Vocab, Vocab]:
-    """Train (or take from the cache) the SentencePiece model(s) and copy them into ``out_dir``.
+    """Train (or take from the cache) the SentencePiece model(s) and copy them into ``out_dir``
+    (with ``write`` False, as for the other processes of a distributed run, only read them).
 
     Returns ``(src_vocab, tgt_vocab)``; with a joint vocabulary both are the same object."""
-    shutil.rmtree(out_dir, ignore_errors=True)  # no stale model of other settings stays behind
-    out_dir.mkdir(parents=True)
+    if write:
+        shutil.rmtree(out_dir, ignore_errors=True)  # no stale model of other settings stays
+        out_dir.mkdir(parents=True)
     if cfg.joint:
         sides = {"joint": [src_lines, tgt_lines]}
     else:
@@ -142,8 +145,9 @@ def train_or_load(
                 os.replace(tmp / "spm.model", cached)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        target = out_dir / f"{name}.model"
-        shutil.copyfile(cached, target)
+        target = out_dir / f"{name}.model" if write else cached
+        if write:
+            shutil.copyfile(cached, target)
         vocabs[name] = Vocab(target)
     if cfg.joint:
         return vocabs["joint"], vocabs["joint"]

@@ -63,7 +63,7 @@ def accuracy(model, target, min_len, max_len, gen, n: int = 200) -> float:
     model.eval()
     src = sequences(n, min_len, max_len, gen)
     b = make_batch(src)
-    hyps, _ = greedy(model, b.src, b.src_len, b.src_len + 5)
+    hyps = [h[0].tokens for h in greedy(model, b.src, b.src_len, b.src_len + 5)]
     correct = total = 0
     for s, h in zip(src, hyps):
         ref = target(s)

@@ -41,7 +41,7 @@ def trained_run(tmp_path_factory):
             "--set", "model.embed_size=64", "--set", "model.hidden_size=64",
             "--set", "train.max_updates=6", "--set", "train.valid_every=3",
             "--set", "train.batch_tokens=1000", "--set", "train.log_every=2",
-            "--set", "decode.max_len_a=0.5", env=env)
+            "--set", "decode.max_len_a=0.5", "--set", "train.keep_last=2", env=env)
     assert r.returncode == 0, r.stderr.decode()
     return run
 
@@ -125,12 +125,13 @@ def test_bad_inputs_give_one_line_errors(trained_run, tmp_path):
 
 
 def test_help_describes_every_option():
-    for cmd in ([], ["train"], ["eval"], ["translate"]):
+    for cmd in ([], ["train"], ["eval"], ["translate"], ["average"], ["report"]):
         r = cli(*cmd, "--help")
         assert r.returncode == 0
         assert "Usage" in r.stdout.decode()
     out = cli("eval", "--help").stdout.decode()
-    for opt in ("--run", "--split", "--src", "--ref", "--checkpoint", "--batch-size", "--device"):
+    for opt in ("--run", "--split", "--src", "--ref", "--checkpoint", "--batch-size", "--device",
+                "--beam", "--alpha", "--length-penalty", "--n-best", "--lowercase", "--tokenize"):
         assert opt in out
 
 
@@ -150,3 +151,67 @@ def test_translate_answers_interactively_before_eof(trained_run):
         p.stdin.close()
         p.wait(timeout=60)
     assert p.returncode == 0
+
+
+def test_eval_beam_nbest_report_files(trained_run):
+    r = cli("eval", "--run", trained_run, "--beam", "3", "--n-best", "2", "--lowercase")
+    assert r.returncode == 0, r.stderr.decode()
+    out = r.stdout.decode()
+    assert "BLEU|nrefs:1|case:lc|" in out and "TER|nrefs:1|" in out
+    name = "test_2016_flickr_beam3"
+    report = json.loads((trained_run / f"eval_{name}.json").read_text())
+    assert report["search"]["method"] == "beam" and report["search"]["beam_size"] == 3
+    assert report["scoring"] == {"lowercase": True, "tokenize": "13a"}
+    assert {"bleu", "chrf", "ter"} <= set(report)
+    md = (trained_run / f"eval_{name}.md").read_text()
+    assert "beam 3" in md and "| BLEU |" in md
+    nbest = [x.split("\t") for x in (trained_run / f"nbest_{name}.txt").read_text().splitlines()]
+    assert len(nbest) == 60 and [int(x[0]) for x in nbest[:4]] == [0, 0, 1, 1]
+    assert all(float(a[1]) >= float(b[1]) for a, b in zip(nbest[::2], nbest[1::2]))
+    hyps = (trained_run / f"hyps_{name}.txt").read_text().splitlines()
+    assert hyps == [x[2] for x in nbest[::2]]  # the 1-best is the first of each n-best list
+
+
+def test_translate_nbest_and_attention_plots(trained_run, tmp_path):
+    r = cli("translate", "--run", trained_run, "--n-best", "3", "--plot-attention",
+            tmp_path / "plots", stdin=b"Ein Hund.\n\nEine Frau.\n")
+    assert r.returncode == 0, r.stderr.decode()
+    lines = r.stdout.decode().split("\n")[:-1]
+    assert len(lines) == 9  # three lines per input line, the empty one included
+    assert lines[3:6] == ["\t", "\t", "\t"]
+    scores = [float(x.split("\t")[0]) for x in lines[:3]]
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["00001.png", "00003.png"]
+    assert (tmp_path / "plots" / "00001.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_average_and_resume(trained_run, tmp_path):
+    kept = sorted(p.name for p in trained_run.glob("ckpt_*.pt"))
+    assert kept == ["ckpt_0000003.pt", "ckpt_0000006.pt"]
+    r = cli("average", "--run", trained_run, "--last", "2")
+    assert r.returncode == 0, r.stderr.decode()
+    r = cli("eval", "--run", trained_run, "--checkpoint", "averaged.pt")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "averaged.pt" in json.loads(
+        (trained_run / "eval_test_2016_flickr.json").read_text())["checkpoint"]
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(trained_run), str(copy)], check=True)
+    r = cli("train", "--resume", copy, "--no-progress", "--set", "train.max_updates=8",
+            "--set", "train.valid_every=4")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "resuming at update 6" in r.stdout.decode() + r.stderr.decode()
+    records = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in records if r["kind"] == "valid"] == [3, 6, 8]
+    assert one_line_error(cli("train", "--resume", tmp_path / "nothing")).startswith("error:")
+
+
+def test_report_compares_runs(trained_run, tmp_path):
+    other = tmp_path / "other"
+    subprocess.run(["cp", "-r", str(trained_run), str(other)], check=True)
+    r = cli("report", trained_run, other, "--output", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr.decode()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| run | model | attention |" in md and "bahdanau GRU" in md
+    assert "BLEU|nrefs:1|" in md
+    for png in ("bleu.png", "curves.png"):
+        assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"

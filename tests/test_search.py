@@ -1,14 +1,18 @@
+import math
+
 import pytest
 import torch
 
 from seq2seq.batching import make_batch
 from seq2seq.config import load_config
 from seq2seq.models import build_model
-from seq2seq.search import greedy, max_lengths
-from seq2seq.vocab import EOS
+from seq2seq.models.base import Seq2SeqModel
+from seq2seq.search import beam_search, greedy, max_lengths, normalise
+from seq2seq.vocab import BOS, EOS
 
 ARCHS = {
     "rnn": [],
+    "luong": ["model.decoder=luong", "model.attention.score=general"],
     "transformer": ["model.arch=transformer", "model.attention.score=scaled_dot",
                     "model.attention.heads=2", "model.ff_size=32"],
 }
@@ -20,24 +24,30 @@ def model(arch="rnn"):
     return build_model(cfg.model, 40, 40).eval()
 
 
-def sources(n=12):
-    g = torch.Generator().manual_seed(3)
+def sources(n=12, seed=3):
+    g = torch.Generator().manual_seed(seed)
     return [torch.randint(4, 40, (int(torch.randint(1, 15, (1,), generator=g)),),
                           generator=g).tolist() for _ in range(n)]
 
 
+def tokens(results):
+    return [r[0].tokens for r in results]
+
+
 @pytest.mark.parametrize("arch", ARCHS)
-def test_batch_equals_alone(arch):
+def test_greedy_batch_equals_alone(arch):
     m = model(arch)
     src = sources()
     b = make_batch(src)
     limit = max_lengths(b.src_len, 1.5, 5)
-    batched, attn = greedy(m, b.src, b.src_len, limit, return_attention=True)
+    batched = greedy(m, b.src, b.src_len, limit, return_attention=True)
     for i, s in enumerate(src):
         one = make_batch([s])
-        alone, attn1 = greedy(m, one.src, one.src_len, limit[i : i + 1], return_attention=True)
-        assert alone[0] == batched[i]
-        torch.testing.assert_close(attn1[0], attn[i], atol=1e-5, rtol=1e-5)
+        alone = greedy(m, one.src, one.src_len, limit[i : i + 1], return_attention=True)
+        assert alone[0][0].tokens == batched[i][0].tokens
+        assert alone[0][0].log_prob == pytest.approx(batched[i][0].log_prob, abs=1e-4)
+        torch.testing.assert_close(alone[0][0].attention, batched[i][0].attention,
+                                   atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -46,11 +56,110 @@ def test_length_limit_and_no_eos_in_output(arch):
     src = sources()
     b = make_batch(src)
     limit = torch.full((len(src),), 3)
-    out, attn = greedy(m, b.src, b.src_len, limit, return_attention=True)
-    assert all(len(o) <= 2 and EOS not in o for o in out)  # the limit counts the final eos
-    for o, a, n in zip(out, attn, b.src_len.tolist()):
-        assert a.shape == (len(o) + 1, n)
-        torch.testing.assert_close(a.sum(-1), torch.ones(len(o) + 1))
+    for out in (greedy(m, b.src, b.src_len, limit, return_attention=True),
+                beam_search(m, b.src, b.src_len, limit, 3, return_attention=True)):
+        for hyps, n in zip(out, b.src_len.tolist()):
+            h = hyps[0]
+            assert len(h.tokens) <= 2 and EOS not in h.tokens  # the limit counts the final eos
+            assert h.attention.shape == (len(h.tokens) + 1, n)
+            torch.testing.assert_close(h.attention.sum(-1), torch.ones(len(h.tokens) + 1))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_beam_one_equals_greedy(arch):
+    m = model(arch)
+    b = make_batch(sources(20, seed=5))
+    limit = max_lengths(b.src_len, 1.5, 5)
+    g = greedy(m, b.src, b.src_len, limit)
+    k1 = beam_search(m, b.src, b.src_len, limit, beam_size=1)
+    assert tokens(k1) == tokens(g)
+    for x, y in zip(g, k1):
+        assert x[0].score == pytest.approx(y[0].score, abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_beam_batch_of_64_equals_alone(arch):
+    m = model(arch)
+    src = sources(64, seed=7)
+    b = make_batch(src)
+    limit = max_lengths(b.src_len, 1.5, 5)
+    batched = beam_search(m, b.src, b.src_len, limit, beam_size=4, n_best=2)
+    for i, s in enumerate(src):
+        one = make_batch([s])
+        alone = beam_search(m, one.src, one.src_len, limit[i : i + 1], beam_size=4, n_best=2)
+        assert [h.tokens for h in alone[0]] == [h.tokens for h in batched[i]]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nbest_sorted_and_first_is_one_best(arch):
+    m = model(arch)
+    b = make_batch(sources(16, seed=11))
+    limit = max_lengths(b.src_len, 1.5, 5)
+    one = beam_search(m, b.src, b.src_len, limit, beam_size=5, n_best=1)
+    five = beam_search(m, b.src, b.src_len, limit, beam_size=5, n_best=5)
+    for a, lst in zip(one, five):
+        assert len(lst) == 5
+        scores = [h.score for h in lst]
+        assert scores == sorted(scores, reverse=True)
+        assert lst[0].tokens == a[0].tokens
+        for h in lst:  # the score is the normalised log-probability of the tokens
+            assert h.score == pytest.approx(normalise(h.log_prob, len(h.tokens) + 1))
+
+
+class MarkovModel(Seq2SeqModel):
+    """A hand-built model: P(next | previous token) from a fixed table, ignoring the source.
+
+    Tokens: 4 = a, 5 = b. From bos: a 0.6, b 0.4. After a: a 0.4, b 0.3, eos 0.3.
+    After b: eos 0.9, a 0.1. Greedy follows a, a, a, ... (best path 0.6 * 0.4 * ... ), while
+    the best sequence is "b" with P = 0.4 * 0.9 = 0.36 (the next most probable, "a", has 0.18;
+    "ab" has 0.162)."""
+
+    V = 6
+
+    def __init__(self):
+        super().__init__()
+        table = torch.full((self.V, self.V), 1e-9)
+        table[BOS, 4], table[BOS, 5] = 0.6, 0.4
+        table[4, 4], table[4, 5], table[4, EOS] = 0.4, 0.3, 0.3
+        table[5, EOS], table[5, 4] = 0.9, 0.1
+        table[EOS, EOS] = 1.0
+        self.register_buffer("log_table", (table / table.sum(-1, keepdim=True)).log())
+
+    def encode(self, src, src_len):
+        return {"mask": src != 0}
+
+    def init_state(self, memory):
+        return {"dummy": torch.zeros(memory["mask"].size(0), 1)}
+
+    def decode_step(self, memory, state, prev):
+        return self.log_table[prev], state, None
+
+
+@pytest.mark.parametrize("penalty", ["gnmt", "average", "none"])
+def test_beam_finds_the_best_sequence_greedy_misses(penalty):
+    m = MarkovModel()
+    src = torch.tensor([[7, 8, EOS], [7, EOS, 0]])
+    src_len = torch.tensor([3, 2])
+    limit = torch.tensor([8, 8])
+    g = greedy(m, src, src_len, limit)
+    assert g[0][0].tokens == [4] * 7  # a, a, a, ... until the length limit
+    out = beam_search(m, src, src_len, limit, beam_size=2, n_best=2, length_penalty=penalty)
+    for nbest in out:
+        assert nbest[0].tokens == [5]
+        assert nbest[0].log_prob == pytest.approx(math.log(0.36), abs=1e-5)
+        # the runner-up "ab" (0.162): "a" (0.18) ties "ab"'s prefix for the second beam at
+        # step 2 and loses the tie, which beam search (not an exact search) may do
+        assert nbest[1].tokens == [4, 5]
+        assert nbest[1].log_prob == pytest.approx(math.log(0.162), abs=1e-5)
+
+
+def test_normalise():
+    assert normalise(-2.0, 3, "none") == -2.0
+    assert normalise(-2.0, 4, "average") == -0.5
+    assert normalise(-2.0, 1, "gnmt", 0.6) == -2.0
+    assert normalise(-2.0, 7, "gnmt", 1.0) == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        normalise(-1.0, 1, "bogus")
 
 
 def test_max_lengths():

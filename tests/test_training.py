@@ -1,15 +1,17 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_parallel
 from synthetic import toy_pairs
 
 from seq2seq.config import load_config
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.models import build_model
-from seq2seq.training import build_optimizer, build_scheduler, train
+from seq2seq.optim import LRSchedule, build_optimizer
+from seq2seq.training import train
 
 
 @pytest.fixture
@@ -63,13 +65,12 @@ def test_inverse_sqrt_schedule():
     cfg = load_config(None, ["train.schedule=inverse_sqrt", "train.warmup_updates=4",
                              "train.lr=1.0"])
     model = build_model(cfg.model, 20, 20)
-    opt = build_optimizer(cfg, model)
-    sched = build_scheduler(cfg, opt)
+    opt = build_optimizer(cfg.train, model)
+    sched = LRSchedule(cfg.train, opt)
     seen = []
-    for _ in range(8):
-        seen.append(opt.param_groups[0]["lr"])  # the rate used by this update
-        opt.step()
-        sched.step()
+    for n in range(1, 9):
+        sched.set(n)
+        seen.append(opt.param_groups[0]["lr"])  # the rate used by update n
     expected = [0.25, 0.5, 0.75, 1.0, math.sqrt(4 / 5), math.sqrt(4 / 6), math.sqrt(4 / 7),
                 math.sqrt(4 / 8)]
     assert seen == pytest.approx(expected)
@@ -81,3 +82,118 @@ def test_label_smoothing_changes_the_loss_not_the_argmax():
     z = torch.tensor([[4.0, 0.0, 0.0]])
     y = torch.tensor([0])
     assert cross_entropy_sum(z, y, 0.1) > cross_entropy_sum(z, y, 0.0)
+
+
+def params(run_dir, name="last.pt"):
+    return torch.load(run_dir / name, weights_only=True)["model"]
+
+
+def test_resume_gives_the_same_run_as_no_stop(toy_data, tmp_path):
+    straight = train(tiny_config(toy_data, tmp_path / "a"), progress=False)
+    half = tiny_config(toy_data, tmp_path / "b", "train.max_updates=3")
+    train(half, progress=False)
+    (tmp_path / "b" / "metrics.jsonl").open("a").write(  # a record written after the kill
+        json.dumps({"kind": "train", "update": 4, "loss": 0.0}) + "\n")
+    resumed = tiny_config(toy_data, tmp_path / "b", "train.max_updates=6")
+    train(resumed, progress=False, resume=True)
+    a, b = params(straight), params(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert losses(straight)[0] == losses(tmp_path / "b")[0]  # the same loss curve, once
+
+
+def test_resume_needs_a_checkpoint(toy_data, tmp_path):
+    with pytest.raises(CheckpointError, match="no last.pt"):
+        train(tiny_config(toy_data, tmp_path / "none"), progress=False, resume=True)
+
+
+def test_early_stopping_after_patience_validations(toy_data, tmp_path, monkeypatch):
+    from seq2seq.training import Trainer
+
+    def flat_validation(self):  # the score never improves after the first validation
+        s = self.state
+        return {"kind": "valid", "update": s.update, "epoch": s.epoch, "loss": 1.0,
+                "ppl": 2.7, "bleu": 5.0, "chrf": 20.0, "train_s": 0.0, "wall_s": 0.0}
+
+    monkeypatch.setattr(Trainer, "validate", flat_validation)
+    run = train(tiny_config(toy_data, tmp_path / "run", "train.valid_every=1",
+                            "train.max_updates=50", "train.patience=2"), progress=False)
+    _, rows = losses(run)
+    valid = [r for r in rows if r["kind"] == "valid"]
+    assert [r["update"] for r in valid] == [1, 2, 3]
+    assert [r["best"] for r in valid] == [True, False, False]
+    assert valid[-1].get("early_stop") is True
+    assert json.loads((run / "train_summary.json").read_text())["updates"] == 3
+
+
+def test_keep_last_and_best_checkpoints(toy_data, tmp_path, monkeypatch):
+    from seq2seq.training import Trainer
+
+    scores = iter([3.0, 9.0, 1.0, 2.0, 4.0, 0.5])
+
+    def scripted(self):
+        s = self.state
+        return {"kind": "valid", "update": s.update, "epoch": s.epoch, "loss": 1.0,
+                "ppl": 2.7, "bleu": next(scores), "chrf": 1.0, "train_s": 0.0, "wall_s": 0.0}
+
+    monkeypatch.setattr(Trainer, "validate", scripted)
+    run = train(tiny_config(toy_data, tmp_path / "run", "train.valid_every=1",
+                            "train.keep_last=2", "train.keep_best=1"), progress=False)
+    kept = sorted(p.name for p in run.glob("ckpt_*.pt"))
+    # the last two (updates 5, 6) and the best (update 2, BLEU 9)
+    assert kept == ["ckpt_0000002.pt", "ckpt_0000005.pt", "ckpt_0000006.pt"]
+    assert torch.load(run / "best.pt", weights_only=True)["update"] == 2
+
+
+def test_gradient_accumulation_equals_one_big_batch(toy_data, tmp_path):
+    from seq2seq.training import Trainer
+
+    def grads(group, *extra):
+        cfg = tiny_config(toy_data, tmp_path / f"g{len(group)}", "model.dropout=0.0",
+                          "train.clip_grad_norm=0", *extra)
+        tr = Trainer(cfg, overwrite=True, progress=False)
+        tr.optimizer.step = lambda *a, **k: None  # keep the weights; look at the gradients
+        tr._step(group)
+        return {n: p.grad.clone() for n, p in tr.model.named_parameters()}, tr
+
+    _, tr = grads([np.arange(4)])
+    a, b = tr.batches.epoch(1)[:2]
+    two, _ = grads([a, b], "train.accumulate=2")
+    one, _ = grads([np.concatenate([a, b])])
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=1e-6, rtol=1e-4)
+
+
+def test_schedules_plateau_and_halving():
+    model = build_model(load_config(None).model, 20, 20)
+    cfg = load_config(None, ["train.schedule=plateau", "train.plateau_patience=2",
+                             "train.lr=1.0"])
+    sched = LRSchedule(cfg.train, build_optimizer(cfg.train, model))
+    for improved in (True, False, False, True, False):
+        sched.after_validation(improved)
+    assert sched.set(10) == 0.5  # halved once, after the second validation without gain
+    cfg = load_config(None, ["train.schedule=halving", "train.halve_after_epoch=2",
+                             "train.lr=1.0", "train.warmup_updates=4"])
+    sched = LRSchedule(cfg.train, build_optimizer(cfg.train, model))
+    assert sched.set(1) == 0.25  # the warm-up applies to every schedule
+    for epoch in (1, 2, 3):
+        sched.after_epoch(epoch)
+    assert sched.set(10) == 0.25  # epochs 2 and 3 each halved it
+    state = sched.state_dict()
+    other = LRSchedule(cfg.train, build_optimizer(cfg.train, model))
+    other.load_state_dict(state)
+    assert other.set(10) == 0.25
+
+
+def test_bf16_training_runs_on_cpu_and_fp16_needs_cuda(toy_data, tmp_path):
+    run = train(tiny_config(toy_data, tmp_path / "bf16", "train.precision=bf16",
+                            "train.max_updates=2", "train.valid_every=2"), progress=False)
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["precision"] == "bf16" and summary["updates"] == 2
+    assert all(v.dtype == torch.float32 for v in params(run).values()
+               if v.is_floating_point())  # master weights stay fp32
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+            train(tiny_config(toy_data, tmp_path / "fp16", "train.precision=fp16"),
+                  progress=False)

@@ -78,6 +78,22 @@ class Seq2SeqModel(nn.Module):
             else:
                 nn.init.zeros_(p)
 
+    @torch.no_grad()
+    def attention_maps(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
+                       ) -> dict[str, torch.Tensor]:
+        """The attention over the source while reading ``tgt_in`` (B, T) (bos + output),
+        by name: {"attention": (B, 1, T, S)} here, one entry per layer with one map per head
+        for the Transformer. Empty for a model without attention."""
+        memory = self.encode(src, src_len)
+        state = self.init_state(memory)
+        rows = []
+        for t in range(tgt_in.size(1)):
+            _, state, weights = self.decode_step(memory, state, tgt_in[:, t])
+            if weights is None:
+                return {}
+            rows.append(weights.float())
+        return {"attention": torch.stack(rows, dim=1).unsqueeze(1)}
+
     def set_hard_attention(self, hard: bool) -> None:
         """Hard (argmax) attention at inference; a model without attention ignores it."""
 

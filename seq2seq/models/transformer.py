@@ -119,7 +119,7 @@ class DecoderLayer(nn.Module):
         self.subs = nn.ModuleList(Sublayer(d, cfg.dropout, pre) for _ in range(3))
 
     def forward(self, y, cross_kv, src_mask, cache: torch.Tensor | None = None,
-                need_weights: bool = False):
+                need_weights: bool = False, average_heads: bool = True):
         """y (B, L, d) new target positions; cache (B, 2h, t, d_k) keys/values of the earlier
         positions (None in training). Returns y, the updated cache, cross-attention weights."""
         new_cache = None
@@ -138,7 +138,8 @@ class DecoderLayer(nn.Module):
 
         def cross_attn(h):
             nonlocal weights
-            out, weights = self.cross_attn(h, cross_kv, mask=src_mask, need_weights=need_weights)
+            out, weights = self.cross_attn(h, cross_kv, mask=src_mask, need_weights=need_weights,
+                                           average_heads=average_heads)
             return out
 
         y = self.subs[0](y, self_attn)
@@ -218,6 +219,18 @@ class Transformer(Seq2SeqModel):
 
     def project(self, features):
         return self.generator(features)
+
+    @torch.no_grad()
+    def attention_maps(self, src, src_len, tgt_in):
+        """Every decoder layer's cross-attention, per head: {"layer i": (B, h, T, S)}."""
+        memory = self.encode(src, src_len)
+        y = self.tgt_embed(tgt_in)
+        maps = {}
+        for i, layer in enumerate(self.decoder_layers):
+            y, _, w = layer(y, memory[f"cross{i}"], memory["mask"], None, need_weights=True,
+                            average_heads=False)
+            maps[f"layer {i + 1}"] = w
+        return maps
 
     def set_hard_attention(self, hard: bool) -> None:
         for layer in self.decoder_layers:

@@ -1,0 +1,128 @@
+"""Figures: attention heatmaps of single sentences, and the charts of ``seq2seq report``.
+
+Matplotlib runs on its file-only ``Agg`` backend, so plotting works without a display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from seq2seq.batching import make_batch  # noqa: E402
+from seq2seq.errors import Seq2SeqError  # noqa: E402
+
+if TYPE_CHECKING:
+    from seq2seq.inference import Translation, Translator
+
+
+def attention_figure(src_pieces: list[str], tgt_pieces: list[str],
+                     maps: dict[str, torch.Tensor], title: str = "") -> plt.Figure:
+    """One heatmap per entry of ``maps`` (each (T, S)): source subwords along the x axis, target
+    subwords down the y axis, darker = more weight, as in Bahdanau et al. 2014, Fig. 3."""
+    S, T = len(src_pieces), len(tgt_pieces)
+    n = len(maps)
+    cell = 0.32
+    width, height = max(3.5, 1.6 + cell * S), max(2.5, 1.4 + cell * T)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    for ax, (name, weights) in zip(axes[0], maps.items()):
+        w = weights.float().numpy()
+        im = ax.imshow(w, cmap="Greys", vmin=0.0, vmax=1.0, aspect="equal",
+                       interpolation="nearest")
+        ax.set_xticks(range(S))
+        ax.set_xticklabels(src_pieces, rotation=90, fontsize=8)
+        ax.set_yticks(range(T))
+        ax.set_yticklabels(tgt_pieces, fontsize=8)
+        ax.set_xlabel("source subwords")
+        ax.set_ylabel("output subwords")
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+class AttentionPlotter:
+    """Writes ``DIR/NNNNN.png`` with the attention of the 1-best translation of input line N:
+    one panel for an RNN attention, one per decoder layer for the Transformer (its heads'
+    mean, or the ``head`` chosen, counted from 1)."""
+
+    def __init__(self, translator: Translator, directory: Path, head: int | None = None):
+        self.tr, self.dir, self.head = translator, Path(directory), head
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def maps(self, t: Translation) -> dict[str, torch.Tensor]:
+        model = self.tr.model
+        b = make_batch([t.src_tokens], [t.tokens]).to(self.tr.device)
+        raw = model.attention_maps(b.src, b.src_len, b.tgt_in)  # name -> (1, h, T+1, S)
+        out = {}
+        for name, w in raw.items():
+            heads = w.size(1)
+            if self.head is not None and heads > 1:
+                if self.head > heads:
+                    raise Seq2SeqError(f"--head {self.head}: the model has {heads} heads")
+                out[f"{name}, head {self.head}"] = w[0, self.head - 1].cpu()
+            else:
+                label = f"{name}, mean of {heads} heads" if heads > 1 else name
+                out[label] = w[0].mean(0).cpu()
+        return out
+
+    def plot(self, line_no: int, t: Translation) -> Path | None:
+        maps = self.maps(t)
+        if not maps:  # a model without attention
+            return None
+        src = self.tr.src_vocab.pieces(t.src_tokens) + ["</s>"]
+        tgt = self.tr.tgt_vocab.pieces(t.tokens) + ["</s>"]
+        fig = attention_figure(src, tgt, maps, title=t.text)
+        path = self.dir / f"{line_no:05d}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def bar_chart(names: list[str], values: list[float], ylabel: str, path: Path,
+              title: str = "") -> None:
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(names) + 1.5), 3.6))
+    bars = ax.bar(range(len(names)), values, color="#4c72b0")
+    ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def learning_curves(curves: dict[str, list[dict[str, Any]]], path: Path,
+                    metric: str = "bleu") -> None:
+    """Validation ``metric`` of every run against training minutes (left) and updates
+    (right), on shared axes with one legend."""
+    fig, (ax_t, ax_u) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for name, rows in curves.items():
+        rows = [r for r in rows if r.get(metric) is not None]
+        if not rows:
+            continue
+        ys = [r[metric] for r in rows]
+        (line,) = ax_t.plot([r["train_s"] / 60 for r in rows], ys, marker="o", ms=3,
+                            label=name)
+        ax_u.plot([r["update"] for r in rows], ys, marker="o", ms=3, color=line.get_color())
+    label = {"bleu": "validation BLEU", "chrf": "validation chrF", "loss": "validation loss"}
+    ax_t.set_xlabel("training time (minutes)")
+    ax_u.set_xlabel("updates")
+    ax_t.set_ylabel(label.get(metric, metric))
+    for ax in (ax_t, ax_u):
+        ax.grid(alpha=0.3)
+    handles, labels = ax_t.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+

@@ -1,0 +1,135 @@
+"""``seq2seq report RUN...``: runs side by side in one Markdown table, a bar chart of test BLEU
+and learning curves, from what each run directory already holds (``train_summary.json``,
+``metrics.jsonl``, ``eval_*.json``); nothing is recomputed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from seq2seq.config import config_from_dict
+from seq2seq.errors import Seq2SeqError
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise Seq2SeqError(f"{path}: unreadable ({type(e).__name__})") from None
+
+
+def _evaluation(run: Path, cfg, split: str) -> dict[str, Any] | None:
+    """The greedy evaluation of ``split`` (mapped through the config's splits) if there is
+    one, else the best-scoring beam evaluation of it."""
+    names = {"test": cfg.data.splits.test, "valid": cfg.data.splits.valid,
+             "train": cfg.data.splits.train}
+    data = names.get(split, split).replace("/", "_")
+    plain = run / f"eval_{data}.json"
+    if plain.is_file():
+        return _read_json(plain)
+    beams = [p for p in run.glob(f"eval_{data}_beam*.json") if not p.stem.endswith("_hard")]
+    reports = [_read_json(p) for p in beams]
+    return max(reports, key=lambda r: r["bleu"]["score"]) if reports else None
+
+
+def describe(cfg) -> tuple[str, str]:
+    """(model family, attention) in words, from a run's config."""
+    m, a = cfg.model, cfg.model.attention
+    if m.arch == "transformer":
+        return (f"Transformer {m.encoder_layers}+{m.decoder_layers}, d {m.embed_size}",
+                f"multi-head scaled dot ({a.heads} heads)")
+    family = f"{m.decoder} {m.cell.upper()}"
+    if a.score == "none":
+        return family, "none"
+    attention = f"{a.score}" + (f", {a.heads} heads" if a.heads > 1 else "")
+    if m.decoder == "luong":
+        attention += f", {a.window}"
+    return family, attention
+
+
+def collect(run: Path, split: str = "test") -> dict[str, Any]:
+    run = Path(run)
+    if not run.is_dir():
+        raise Seq2SeqError(f"run directory not found: {run}")
+    summary_path = run / "train_summary.json"
+    if not summary_path.is_file():
+        raise Seq2SeqError(f"{run}: no train_summary.json (is the training finished?)")
+    summary = _read_json(summary_path)
+    cfg = config_from_dict(_read_json_yaml(run / "config.yaml"))
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+    valid = [r for r in rows if r["kind"] == "valid"]
+    family, attention = describe(cfg)
+    ev = _evaluation(run, cfg, split)
+    best_bleu = max((r["bleu"] for r in valid if r.get("bleu") is not None), default=None)
+    return {
+        "name": run.name, "family": family, "attention": attention,
+        "parameters": summary["parameters"], "updates": summary["updates"],
+        "train_min": summary["train_s"] / 60, "tokens_per_s": summary["tokens_per_s"],
+        "best_valid_bleu": best_bleu, "valid": valid,
+        "test_bleu": ev["bleu"]["score"] if ev else None,
+        "test_chrf": ev["chrf"]["score"] if ev else None,
+        "search": (ev["search"]["method"] + (f" {ev['search']['beam_size']}"
+                                             if ev["search"]["beam_size"] > 1 else ""))
+        if ev else None,
+        "signature": ev["bleu"]["signature"] if ev else None,
+    }
+
+
+def _read_json_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise Seq2SeqError(f"{path.parent}: no config.yaml")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def markdown_table(rows: list[dict[str, Any]], split: str) -> str:
+    def num(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    head = (f"| run | model | attention | parameters | updates | train min | tokens/s | "
+            f"best valid BLEU | {split} BLEU | {split} chrF | search |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['family']} | {r['attention']} | {r['parameters']:,} | "
+            f"{r['updates']:,} | {r['train_min']:.1f} | {r['tokens_per_s']:,} | "
+            f"{num(r['best_valid_bleu'], '.2f')} | {num(r['test_bleu'], '.2f')} | "
+            f"{num(r['test_chrf'], '.2f')} | {r['search'] or '–'} |")
+    signatures = sorted({r["signature"] for r in rows if r["signature"]})
+    if signatures:
+        lines += ["", "BLEU signature" + ("s" if len(signatures) > 1 else "") + ": "
+                  + ", ".join(f"`{s}`" for s in signatures)]
+    missing = [r["name"] for r in rows if r["test_bleu"] is None]
+    if missing:
+        lines += ["", f"Not evaluated on {split} (run `seq2seq eval --run RUN --split {split}`): "
+                  + ", ".join(missing)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(runs: list[Path], output: Path, split: str = "test") -> Path:
+    """Write ``report.md``, ``bleu.png`` and ``curves.png`` into ``output``; returns the
+    Markdown file."""
+    from seq2seq.plotting import bar_chart, learning_curves
+
+    if not runs:
+        raise Seq2SeqError("give at least one run directory")
+    rows = [collect(Path(r), split) for r in runs]
+    names = [r["name"] for r in rows]
+    if len(set(names)) < len(names):  # runs/a/x and runs/b/x: tell them apart
+        for r, run in zip(rows, runs):
+            r["name"] = f"{Path(run).parent.name}/{Path(run).name}"
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    md = ["# Run comparison", "", markdown_table(rows, split)]
+    scored = [r for r in rows if r["test_bleu"] is not None]
+    if scored:
+        bar_chart([r["name"] for r in scored], [r["test_bleu"] for r in scored],
+                  f"{split} BLEU", output / "bleu.png", title=f"sacreBLEU on {split}")
+        md += ["![BLEU](bleu.png)", ""]
+    learning_curves({r["name"]: r["valid"] for r in rows}, output / "curves.png")
+    md += ["![learning curves](curves.png)", ""]
+    path = output / "report.md"
+    path.write_text("\n".join(md), encoding="utf-8")
+    return path
