@@ -30,13 +30,19 @@ from seq2seq.data import load_split, split_name  # noqa: E402
 from seq2seq.inference import Translator, decode_ids  # noqa: E402
 from seq2seq.models import build_model  # noqa: E402
 from seq2seq.optim import build_optimizer  # noqa: E402
-from seq2seq.training import autocast, batch_loss, seed_everything  # noqa: E402
+from seq2seq.training import (  # noqa: E402
+    autocast,
+    batch_loss,
+    resolve_precision,
+    seed_everything,
+)
 from seq2seq.vocab import train_or_load  # noqa: E402
 
 
 def bench_train(config: Path, updates: int, warmup: int, data: str | None,
                 precision: str = "fp32") -> dict:
     overrides = [f"data.path={data}"] if data else []
+    precision = resolve_precision(precision, torch.device("cpu"))
     overrides.append(f"train.precision={precision}")
     cfg = load_config(config, overrides)
     seed_everything(cfg.train.seed)

@@ -151,8 +151,10 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = None  # torch intra-op threads on CPU (default: all cores)
     # fp32; bf16: autocast to bfloat16 (CPU and CUDA; master weights and the loss stay fp32);
-    # fp16: autocast to float16 with a gradient scaler (CUDA only)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # fp16: autocast to float16 with a gradient scaler (CUDA only); auto: bf16 where the
+    # hardware has bfloat16 arithmetic (a CUDA GPU that supports it, a CPU with AVX-512 BF16 or
+    # AMX), else fp32
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
 
 
 @dataclass

@@ -83,7 +83,7 @@ def greedy(
     prev = torch.full((B,), BOS, dtype=torch.long, device=device)
     alive = torch.arange(B, device=device)  # rows of the original batch still decoding
     for step in range(T):
-        log_probs, state, weights = model.decode_step(memory, state, prev)
+        log_probs, state, weights = model.decode_step(memory, state, prev, return_attention)
         nxt = log_probs.argmax(dim=-1)  # (b,)
         nxt = nxt.masked_fill(limit[alive] <= step + 1, EOS)  # the limit includes eos
         out[alive, step] = nxt
@@ -135,7 +135,7 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     offsets = torch.arange(K, device=device)
     for step in range(int(limit.max())):
-        log_probs, state, weights = model.decode_step(memory, state, prev)
+        log_probs, state, weights = model.decode_step(memory, state, prev, return_attention)
         log_probs = log_probs.float()  # (b*K, V)
         b, V = sent.numel(), log_probs.size(-1)
         at_limit = limit[sent] <= step + 1  # (b,): only eos may follow

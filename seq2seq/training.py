@@ -72,6 +72,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (Linux flags avx512_bf16 or amx_bf16);
+    elsewhere bf16 autocast is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 where the hardware has bfloat16 arithmetic, else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The forward pass's mixed-precision context: nothing for fp32, ``torch.autocast`` to
     bfloat16 or float16 otherwise (matrix products in low precision, reductions in fp32)."""
@@ -184,7 +203,8 @@ class Trainer:
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         self.world, self.device = distributed.init(pick_device(t.device))
-        if t.precision == "fp16" and self.device.type != "cuda":
+        self.precision = resolve_precision(t.precision, self.device)
+        if self.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 on a CPU")
         self.show_progress = progress and self.world.main
         self.run_dir = cfg.resolved_run_dir()
@@ -208,7 +228,7 @@ class Trainer:
         self.optimizer = build_optimizer(t, self.model)
         self.schedule = LRSchedule(t, self.optimizer)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = Progress()
         # validation BLEU uses greedy search whatever decode.beam_size says: a training signal
         self.valid_decode = dataclasses.replace(cfg.decode, beam_size=1, n_best=1,
@@ -362,7 +382,7 @@ class Trainer:
             ctx = (self.loss.no_sync() if self.world.distributed and not sync
                    else contextlib.nullcontext())
             with ctx:
-                with autocast(t.precision, self.device):
+                with autocast(self.precision, self.device):
                     loss_sum = self.loss(b, t.label_smoothing)
                 self.scaler.scale(loss_sum * scale).backward()
             loss_total += float(loss_sum.detach())
@@ -387,7 +407,7 @@ class Trainer:
                 f"{len(self.tgt_vocab)}, {self.model.num_parameters():,} parameters, device "
                 f"{self.device}" + (f" x {self.world.size} processes" if self.world.distributed
                                     else "")
-                + f", {t.precision}, run dir {self.run_dir}"
+                + f", {self.precision}, run dir {self.run_dir}"
                 + (f", resuming at update {s.update}" if s.update else "")
             )
         summary_path = self.run_dir / "train_summary.json"
@@ -464,7 +484,7 @@ class Trainer:
             "wall_s": round(wall, 1), "tokens_per_s": round(s.tokens / max(s.train_s, 1e-9)),
             "best_valid": s.best, "valid_metric": self.t.valid_metric,
             "device": str(self.device), "processes": self.world.size,
-            "precision": self.t.precision,
+            "precision": self.precision,
         }
         path.write_text(json.dumps(summary, indent=2) + "\n")
         tqdm.write(

@@ -131,7 +131,7 @@ class MarkovModel(Seq2SeqModel):
     def init_state(self, memory):
         return {"dummy": torch.zeros(memory["mask"].size(0), 1)}
 
-    def decode_step(self, memory, state, prev):
+    def decode_step(self, memory, state, prev, need_attention=True):
         return self.log_table[prev], state, None
 
 

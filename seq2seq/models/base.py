@@ -36,10 +36,12 @@ class Seq2SeqModel(nn.Module):
         raise NotImplementedError
 
     def decode_step(
-        self, memory: State, state: State, prev: torch.Tensor
+        self, memory: State, state: State, prev: torch.Tensor, need_attention: bool = True
     ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
         """prev (B,) previous target ids -> log-probabilities (B, V), new state, attention (B, S)
-        (None for a model without attention)."""
+        (None for a model without attention; a model may return None when ``need_attention``
+        is False and computing the weights would cost extra, as the Transformer's fused
+        attention does)."""
         raise NotImplementedError
 
     def features(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor

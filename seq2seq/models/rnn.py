@@ -202,7 +202,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         new["step"] = step + 1
         return t, new, weights
 
-    def decode_step(self, memory, state, prev):
+    def decode_step(self, memory, state, prev, need_attention=True):
         emb = self.tgt_embedding(prev).unsqueeze(1)  # (B, 1, E)
         t, state, weights = self._step(memory, state, emb)
         log_probs = F.log_softmax(self.project(t[:, 0]), dim=-1)  # (B, V)

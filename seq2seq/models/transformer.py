@@ -201,16 +201,16 @@ class Transformer(Seq2SeqModel):
             weights = w if last else weights
         return self.dec_norm(y), new_caches, weights
 
-    def decode_step(self, memory, state, prev):
+    def decode_step(self, memory, state, prev, need_attention=True):
         step = state["step"]
         y = self.tgt_embed(prev.unsqueeze(1), step)  # (B, 1, d) at position t
         caches = [state[f"self{i}"] for i in range(len(self.decoder_layers))]
-        y, caches, weights = self._decode(memory, y, caches, need_weights=True)
+        y, caches, weights = self._decode(memory, y, caches, need_weights=need_attention)
         new: State = {"step": step + 1}
         for i, c in enumerate(caches):
             new[f"self{i}"] = c
         log_probs = F.log_softmax(self.project(y[:, 0]), dim=-1)
-        return log_probs, new, weights[:, 0]
+        return log_probs, new, (weights[:, 0] if weights is not None else None)
 
     def features(self, src, src_len, tgt_in):
         memory = self.encode(src, src_len)
