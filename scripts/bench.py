@@ -4,10 +4,11 @@
     python scripts/bench.py --config configs/multi30k/bahdanau.yaml --updates 50
     python scripts/bench.py --config configs/multi30k/transformer.yaml --precision fp32,bf16
     python scripts/bench.py --run runs/bahdanau --sentences 1000   # decoding speed of a run
+    python scripts/bench.py --run runs/transformer --beams 1,5 --batch-sizes 1,64
 
 Training: source+target tokens per second and seconds per update over ``--updates`` updates after
 ``--warmup`` updates (real Multi30k batches, optimizer step included). Decoding: sentences and
-output tokens per second for greedy search on the test split, at several batch sizes.
+output tokens per second on the test split, for several beam and batch sizes.
 """
 
 from __future__ import annotations
@@ -73,19 +74,22 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None,
     }
 
 
-def bench_decode(run: Path, sentences: int, batch_sizes: list[int]) -> list[dict]:
+def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[int]
+                 ) -> list[dict]:
     tr = Translator.from_run(run)
     ds = load_split(tr.config.data, split_name(tr.config.data, "test"))
     src_ids = tr.src_vocab.encode(ds["src"][:sentences])
     rows = []
-    for bs in batch_sizes:
-        decode = dataclasses.replace(tr.config.decode, batch_size=bs)
-        t0 = time.perf_counter()
-        hyps, _ = decode_ids(tr.model, src_ids, decode, tr.device)
-        dt = time.perf_counter() - t0
-        out_tokens = sum(len(h) + 1 for h in hyps)
-        rows.append({"run": run.name, "batch": bs, "sentences": len(src_ids),
-                     "sent/s": len(src_ids) / dt, "out tok/s": out_tokens / dt, "s": dt})
+    for beam in beams:
+        for bs in batch_sizes:
+            decode = dataclasses.replace(tr.config.decode, batch_size=bs, beam_size=beam,
+                                         n_best=1)
+            t0 = time.perf_counter()
+            hyps, _ = decode_ids(tr.model, src_ids, decode, tr.device)
+            dt = time.perf_counter() - t0
+            out_tokens = sum(len(h) + 1 for h in hyps)
+            rows.append({"run": run.name, "beam": beam, "batch": bs, "sentences": len(src_ids),
+                         "sent/s": len(src_ids) / dt, "out tok/s": out_tokens / dt, "s": dt})
     return rows
 
 
@@ -116,6 +120,7 @@ def main() -> int:
     ap.add_argument("--run", type=Path, action="append", help="run(s) to time decoding for")
     ap.add_argument("--sentences", type=int, default=1000)
     ap.add_argument("--batch-sizes", default="1,32,128")
+    ap.add_argument("--beams", default="1,5", help="beam sizes to time decoding with")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"cuda {'yes' if torch.cuda.is_available() else 'no'}")
@@ -129,8 +134,9 @@ def main() -> int:
         print("\nTraining throughput\n" + table(rows))
     if args.run:
         sizes = [int(x) for x in args.batch_sizes.split(",")]
-        rows = [r for run in args.run for r in bench_decode(run, args.sentences, sizes)]
-        print("\nGreedy decoding, test split\n" + table(rows))
+        beams = [int(x) for x in args.beams.split(",")]
+        rows = [r for run in args.run for r in bench_decode(run, args.sentences, sizes, beams)]
+        print("\nDecoding (beam 1 = greedy), test split\n" + table(rows))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory: {peak:,.0f} MiB")
     return 0

@@ -5,7 +5,9 @@
 
 Each config is trained into OUT/NAME (skipped when OUT/NAME/train_summary.json exists, so an
 interrupted sweep resumes with the next config), evaluated on the test split with greedy search,
-and summarised as one row: parameters, updates, wall time, tokens/s, the last and the best
+and summarised as one row: parameters, updates, wall time, tokens/s (overall, and the median of
+the logged 10-update windows, which a few windows slowed by other work on the machine do not
+move), the last and the best
 validation BLEU, test BLEU and chrF. The table is also written to OUT/results.md and the rows to
 OUT/results.json.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -26,15 +29,19 @@ def run(cmd: list[str]) -> None:
 
 def row(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "train_summary.json").read_text())
-    valid = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    valid = [r for r in valid if r["kind"] == "valid"]
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["kind"] == "valid"]
+    # the median of the per-window rates is robust to a few windows slowed by other work
+    windows = [r["tokens_per_s"] for r in records if r["kind"] == "train"]
     evals = [p for p in run_dir.glob("eval_test*.json") if "_beam" not in p.stem
              and not p.stem.endswith("_hard")]  # the greedy evaluation
     test = json.loads(min(evals, key=lambda p: len(p.name)).read_text())
     return {
         "name": summary["name"], "parameters": summary["parameters"],
         "updates": summary["updates"], "wall_min": round(summary["wall_s"] / 60, 1),
-        "tokens_per_s": summary["tokens_per_s"], "valid_bleu_last": valid[-1].get("bleu"),
+        "tokens_per_s": summary["tokens_per_s"],
+        "tokens_per_s_median": round(statistics.median(windows)) if windows else None,
+        "valid_bleu_last": valid[-1].get("bleu"),
         "valid_bleu_best": max((r.get("bleu") or 0) for r in valid),
         "test_bleu": test["bleu"]["score"], "test_chrf": test["chrf"]["score"],
         "signature": test["bleu"]["signature"],
@@ -64,7 +71,8 @@ def main() -> int:
         if not any(run_dir.glob("eval_test*.json")):
             run([sys.executable, "-m", "seq2seq", "eval", "--run", str(run_dir), "--split", "test"])
         rows.append(row(run_dir))
-    cols = ["name", "parameters", "updates", "wall_min", "tokens_per_s", "valid_bleu_last",
+    cols = ["name", "parameters", "updates", "wall_min", "tokens_per_s", "tokens_per_s_median",
+            "valid_bleu_last",
             "valid_bleu_best", "test_bleu", "test_chrf"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(f"{r[c]:,}" if isinstance(r[c], int) else str(r[c])

@@ -133,6 +133,7 @@ def beam_search(
     attn_hist = torch.zeros(B * K, 0, S, device=device) if return_attention else None
     prev = torch.full((B * K,), BOS, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    n_finished = torch.zeros(B, dtype=torch.long, device=device)
     offsets = torch.arange(K, device=device)
     for step in range(int(limit.max())):
         log_probs, state, weights = model.decode_step(memory, state, prev, return_attention)
@@ -154,6 +155,7 @@ def beam_search(
         # eos among the K best candidates ends a hypothesis (never extended afterwards)
         ends = is_eos[:, :K] & torch.isfinite(top_scores[:, :K])
         if bool(ends.any()):
+            n_finished.index_add_(0, sent, ends.sum(dim=1))
             step_attn = None
             if attn_hist is not None and weights is not None:
                 step_attn = torch.cat([attn_hist, weights.float().unsqueeze(1)], dim=1)
@@ -179,8 +181,7 @@ def beam_search(
                                    weights.float().index_select(0, rows).unsqueeze(1)], dim=1)
 
         # sentences with K finished hypotheses, or at their limit, leave the batch
-        n_done = torch.tensor([len(finished[s]) for s in sent.tolist()], device=device)
-        done = (n_done >= K) | at_limit
+        done = (n_finished[sent] >= K) | at_limit
         if bool(done.all()):
             break
         if bool(done.any()):
