@@ -106,14 +106,20 @@ def learning_curves(curves: dict[str, list[dict[str, Any]]], path: Path,
     """Validation ``metric`` of every run against training minutes (left) and updates
     (right), on shared axes with one legend."""
     fig, (ax_t, ax_u) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for name, rows in curves.items():
+    # up to 10 runs: tab10 colours; more: 20 colours and a second line style and marker, so
+    # that no two runs look alike
+    many = len(curves) > 10
+    colours = plt.get_cmap("tab20" if many else "tab10").colors
+    for i, (name, rows) in enumerate(curves.items()):
         rows = [r for r in rows if r.get(metric) is not None]
         if not rows:
             continue
         ys = [r[metric] for r in rows]
-        (line,) = ax_t.plot([r["train_s"] / 60 for r in rows], ys, marker="o", ms=3,
-                            label=name)
-        ax_u.plot([r["update"] for r in rows], ys, marker="o", ms=3, color=line.get_color())
+        style = {"color": colours[i % len(colours)], "ms": 3,
+                 "linestyle": "--" if many and i % 2 else "-",
+                 "marker": "s" if many and i % 2 else "o"}
+        ax_t.plot([r["train_s"] / 60 for r in rows], ys, label=name, **style)
+        ax_u.plot([r["update"] for r in rows], ys, **style)
     label = {"bleu": "validation BLEU", "chrf": "validation chrF", "loss": "validation loss"}
     ax_t.set_xlabel("training time (minutes)")
     ax_u.set_xlabel("updates")

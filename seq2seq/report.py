@@ -62,6 +62,13 @@ def collect(run: Path, split: str = "test") -> dict[str, Any]:
     family, attention = describe(cfg)
     ev = _evaluation(run, cfg, split)
     best_bleu = max((r["bleu"] for r in valid if r.get("bleu") is not None), default=None)
+    search = signature = None
+    if ev:
+        beam = ev["search"].get("beam_size", 1)  # reports of older versions: greedy only
+        search = "greedy" if beam == 1 else f"beam {beam}"
+        signature = ev["bleu"]["signature"]
+        if not signature.startswith("BLEU|"):  # older versions left out the metric's name
+            signature = "BLEU|" + signature
     return {
         "name": run.name, "family": family, "attention": attention,
         "parameters": summary["parameters"], "updates": summary["updates"],
@@ -69,10 +76,7 @@ def collect(run: Path, split: str = "test") -> dict[str, Any]:
         "best_valid_bleu": best_bleu, "valid": valid,
         "test_bleu": ev["bleu"]["score"] if ev else None,
         "test_chrf": ev["chrf"]["score"] if ev else None,
-        "search": (ev["search"]["method"] + (f" {ev['search']['beam_size']}"
-                                             if ev["search"]["beam_size"] > 1 else ""))
-        if ev else None,
-        "signature": ev["bleu"]["signature"] if ev else None,
+        "search": search, "signature": signature,
     }
 
 
