@@ -1,7 +1,8 @@
 """``seq2seq eval``: decode a split or a file and score it with sacreBLEU.
 
 Writes into the run directory, under a name that tells the data and the search apart
-(``test_2016_flickr``, ``test_2016_flickr_beam5``, ``test_2016_flickr_hard``, ...):
+(``test_2016_flickr``, ``test_2016_flickr_beam5``, ``test_2016_flickr_hard``,
+``test_2016_flickr_averaged`` for ``--checkpoint averaged.pt``, ...):
 
     eval_NAME.json    the full report: scores with signatures, search settings, checkpoint
     eval_NAME.md      the same as a short Markdown summary
@@ -22,9 +23,14 @@ from seq2seq.inference import Translator, with_overrides
 from seq2seq.metrics import corpus_scores
 
 
-def report_name(data: str, beam_size: int, hard_attention: bool) -> str:
-    """The suffix of the files an evaluation writes: data name plus non-default search."""
+def report_name(data: str, beam_size: int, hard_attention: bool, checkpoint: str = "best"
+                ) -> str:
+    """The suffix of the files an evaluation writes: data name, then what differs from the
+    default (a checkpoint other than best.pt, beam search, hard attention), so evaluations
+    never overwrite each other."""
     name = data.replace("/", "_")
+    if checkpoint != "best":
+        name += "_" + Path(checkpoint).stem
     if beam_size > 1:
         name += f"_beam{beam_size}"
     if hard_attention:
@@ -58,7 +64,7 @@ def evaluate(
     nbest = tr.translate_nbest(src, decode)
     hyps = [h[0].text if h else "" for h in nbest]
     scores = corpus_scores(hyps, refs, lowercase=lowercase, tokenize=tokenize)
-    name = report_name(data, decode.beam_size, decode.hard_attention)
+    name = report_name(data, decode.beam_size, decode.hard_attention, checkpoint)
     report = {
         "run": str(run), "checkpoint": str(tr.checkpoint), "data": data, "sentences": len(src),
         "search": {"method": "greedy" if decode.beam_size == 1 else "beam",

@@ -193,6 +193,8 @@ def test_average_and_resume(trained_run, tmp_path):
     r = cli("eval", "--run", trained_run, "--checkpoint", "averaged.pt")
     assert r.returncode == 0, r.stderr.decode()
     assert "averaged.pt" in json.loads(
+        (trained_run / "eval_test_2016_flickr_averaged.json").read_text())["checkpoint"]
+    assert "best.pt" in json.loads(  # the evaluation of best.pt is not overwritten
         (trained_run / "eval_test_2016_flickr.json").read_text())["checkpoint"]
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(trained_run), str(copy)], check=True)
