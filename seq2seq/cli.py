@@ -55,11 +55,8 @@ NBestOpt = Annotated[
 
 
 def _decode_overrides(batch_size, beam, alpha, length_penalty, n_best, hard_attention) -> dict:
-    if length_penalty is not None and length_penalty not in ("gnmt", "average", "none"):
-        raise Seq2SeqError(f"--length-penalty: {length_penalty!r} is not one of gnmt, "
-                           "average, none")
-    if n_best is not None and (beam or 1) < n_best:
-        beam = n_best
+    """The decode options given on the command line; None = the run's config. The caller
+    validates the result with the rest of the config."""
     return {"batch_size": batch_size, "beam_size": beam, "alpha": alpha,
             "length_penalty": length_penalty, "n_best": n_best,
             "hard_attention": hard_attention}
@@ -102,6 +99,8 @@ def train(
 
     if (config is None) == (resume is None):
         raise Seq2SeqError("give --config FILE to start a run or --resume RUN_DIR to continue one")
+    if resume is not None and not (resume / "last.pt").is_file():
+        raise Seq2SeqError(f"--resume: {resume} is not a run directory with a last.pt")
     if nproc > 1:
         _torchrun(nproc)
         return

@@ -302,6 +302,9 @@ class Config:
         if d.beam_size < 1 or not 1 <= d.n_best <= d.beam_size:
             raise ConfigError(f"decode.n_best: must be between 1 and decode.beam_size "
                               f"({d.beam_size}), got {d.n_best}")
+        if d.length_penalty not in ("gnmt", "average", "none"):  # overrides bypass the type check
+            raise ConfigError(f"decode.length_penalty: {d.length_penalty!r} is not one of "
+                              "gnmt, average, none")
         if d.alpha < 0:
             raise ConfigError(f"decode.alpha: must be 0 or more, got {d.alpha}")
         if self.data.src_lang == self.data.tgt_lang:

@@ -57,8 +57,6 @@ def evaluate(
         ds = load_split(tr.config.data, data)
         src, refs = ds["src"], ds["tgt"]
     decode = with_overrides(tr.config.decode, **decode_overrides)
-    if decode.n_best > decode.beam_size:
-        decode = dataclasses.replace(decode, beam_size=decode.n_best)
     tr.config.decode = decode
     tr.config.validate()  # the overrides pass the same checks as the file
     nbest = tr.translate_nbest(src, decode)

@@ -37,8 +37,12 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def with_overrides(decode: DecodeConfig, **overrides) -> DecodeConfig:
-    """A copy of ``decode`` with the command line's options that were given (not None)."""
-    return dataclasses.replace(decode, **{k: v for k, v in overrides.items() if v is not None})
+    """A copy of ``decode`` with the command line's options that were given (not None); the
+    beam is widened to at least ``n_best``."""
+    decode = dataclasses.replace(decode, **{k: v for k, v in overrides.items() if v is not None})
+    if decode.n_best > decode.beam_size:
+        decode = dataclasses.replace(decode, beam_size=decode.n_best)
+    return decode
 
 
 @torch.no_grad()

@@ -44,6 +44,3 @@ def corpus_scores(hyps: Sequence[str], refs: Sequence[str], lowercase: bool = Fa
                      "text": text}
     return out
 
-
-def bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
-    return BLEU().corpus_score(list(hyps), [list(refs)]).score

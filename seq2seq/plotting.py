@@ -55,6 +55,10 @@ class AttentionPlotter:
 
     def __init__(self, translator: Translator, directory: Path, head: int | None = None):
         self.tr, self.dir, self.head = translator, Path(directory), head
+        heads = translator.config.model.attention.heads
+        if head is not None and not 1 <= head <= heads:
+            raise Seq2SeqError(f"--head {head}: the model has {heads} head"
+                               + ("s" if heads > 1 else ""))
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def maps(self, t: Translation) -> dict[str, torch.Tensor]:
@@ -65,8 +69,6 @@ class AttentionPlotter:
         for name, w in raw.items():
             heads = w.size(1)
             if self.head is not None and heads > 1:
-                if self.head > heads:
-                    raise Seq2SeqError(f"--head {self.head}: the model has {heads} heads")
                 out[f"{name}, head {self.head}"] = w[0, self.head - 1].cpu()
             else:
                 label = f"{name}, mean of {heads} heads" if heads > 1 else name

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from seq2seq.config import config_from_dict
+from seq2seq.config import load_config
+from seq2seq.data import split_name
 from seq2seq.errors import Seq2SeqError
 
 
@@ -22,9 +23,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _evaluation(run: Path, cfg, split: str) -> dict[str, Any] | None:
     """The greedy evaluation of ``split`` (mapped through the config's splits) if there is
     one, else the best-scoring beam evaluation of it."""
-    names = {"test": cfg.data.splits.test, "valid": cfg.data.splits.valid,
-             "train": cfg.data.splits.train}
-    data = names.get(split, split).replace("/", "_")
+    data = split_name(cfg.data, split).replace("/", "_")
     plain = run / f"eval_{data}.json"
     if plain.is_file():
         return _read_json(plain)
@@ -56,7 +55,7 @@ def collect(run: Path, split: str = "test") -> dict[str, Any]:
     if not summary_path.is_file():
         raise Seq2SeqError(f"{run}: no train_summary.json (is the training finished?)")
     summary = _read_json(summary_path)
-    cfg = config_from_dict(_read_json_yaml(run / "config.yaml"))
+    cfg = load_config(run / "config.yaml")
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
     valid = [r for r in rows if r["kind"] == "valid"]
     family, attention = describe(cfg)
@@ -78,14 +77,6 @@ def collect(run: Path, split: str = "test") -> dict[str, Any]:
         "test_chrf": ev["chrf"]["score"] if ev else None,
         "search": search, "signature": signature,
     }
-
-
-def _read_json_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        raise Seq2SeqError(f"{path.parent}: no config.yaml")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
 def markdown_table(rows: list[dict[str, Any]], split: str) -> str:
