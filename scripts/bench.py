@@ -14,7 +14,6 @@ output tokens per second on the test split, for several beam and batch sizes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import resource
 import sys
 import time
@@ -31,12 +30,8 @@ from seq2seq.data import load_split, split_name  # noqa: E402
 from seq2seq.inference import Translator, decode_ids  # noqa: E402
 from seq2seq.models import build_model  # noqa: E402
 from seq2seq.optim import build_optimizer  # noqa: E402
-from seq2seq.training import (  # noqa: E402
-    autocast,
-    batch_loss,
-    resolve_precision,
-    seed_everything,
-)
+from seq2seq.runtime import autocast, resolve_precision, seed_everything  # noqa: E402
+from seq2seq.training import batch_loss  # noqa: E402
 from seq2seq.vocab import train_or_load  # noqa: E402
 
 
@@ -82,10 +77,9 @@ def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[
     rows = []
     for beam in beams:
         for bs in batch_sizes:
-            decode = dataclasses.replace(tr.config.decode, batch_size=bs, beam_size=beam,
-                                         n_best=1)
+            decode = tr.config.decode.override(batch_size=bs, beam_size=beam, n_best=1)
             t0 = time.perf_counter()
-            hyps, _ = decode_ids(tr.model, src_ids, decode, tr.device)
+            hyps = decode_ids(tr.model, src_ids, decode, tr.device)
             dt = time.perf_counter() - t0
             out_tokens = sum(len(h) + 1 for h in hyps)
             rows.append({"run": run.name, "beam": beam, "batch": bs, "sentences": len(src_ids),

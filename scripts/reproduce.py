@@ -21,6 +21,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from seq2seq.data import split_name  # noqa: E402
+from seq2seq.run import RunDir  # noqa: E402
+
 
 def run(cmd: list[str]) -> None:
     print("+", " ".join(cmd), flush=True)
@@ -28,14 +34,15 @@ def run(cmd: list[str]) -> None:
 
 
 def row(run_dir: Path) -> dict:
-    summary = json.loads((run_dir / "train_summary.json").read_text())
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    valid = [r for r in records if r["kind"] == "valid"]
+    run = RunDir(run_dir)
+    summary = run.read_summary()
+    valid = run.records("valid")
     # the median of the per-window rates is robust to a few windows slowed by other work
-    windows = [r["tokens_per_s"] for r in records if r["kind"] == "train"]
-    evals = [p for p in run_dir.glob("eval_test*.json") if "_beam" not in p.stem
-             and not p.stem.endswith("_hard")]  # the greedy evaluation
-    test = json.loads(min(evals, key=lambda p: len(p.name)).read_text())
+    windows = [r["tokens_per_s"] for r in run.records("train")]
+    cfg = run.read_config()
+    test = run.evaluation(split_name(cfg.data, "test"), greedy_only=True)
+    if summary is None or test is None:
+        raise SystemExit(f"{run_dir}: no train_summary.json or greedy test evaluation")
     return {
         "name": summary["name"], "parameters": summary["parameters"],
         "updates": summary["updates"], "wall_min": round(summary["wall_s"] / 60, 1),
@@ -59,7 +66,7 @@ def main() -> int:
     rows = []
     for config in args.configs:
         run_dir = args.out / config.stem
-        if not (run_dir / "train_summary.json").is_file():
+        if RunDir(run_dir).read_summary() is None:
             cmd = [sys.executable, "-m", "seq2seq", "train", "--config", str(config),
                    "--run-dir", str(run_dir), "--no-progress", "--overwrite"]
             if args.updates:
@@ -68,7 +75,8 @@ def main() -> int:
             for o in args.overrides:
                 cmd += ["--set", o]
             run(cmd)
-        if not any(run_dir.glob("eval_test*.json")):
+        cfg = RunDir(run_dir).read_config()
+        if RunDir(run_dir).evaluation(split_name(cfg.data, "test"), greedy_only=True) is None:
             run([sys.executable, "-m", "seq2seq", "eval", "--run", str(run_dir), "--split", "test"])
         rows.append(row(run_dir))
     cols = ["name", "parameters", "updates", "wall_min", "tokens_per_s", "tokens_per_s_median",

@@ -1,41 +1,41 @@
-"""Attention: every alignment score behind one registry, and the modules that use them.
+"""Attention: the scores and windows of ``seq2seq.choices``, and the modules that use them.
 
-A *score* turns queries (decoder states) and keys (encoder states) into energies ``e_ij``; it is a
-small class registered by name. :class:`Attention` owns everything the scores share: masking of
-padded source positions, the window (global, or Luong's local-m / local-p), the softmax
+A *score* turns queries (decoder states) and keys (encoder states) into energies ``e_ij``; each is
+a small class bound to its choice in :data:`seq2seq.choices.SCORES`. :class:`Attention` owns
+everything the scores share: masking of padded source positions, the window (global, or Luong's
+local-m / local-p, bound to :data:`seq2seq.choices.WINDOWS`), the softmax
 ``a_ij = exp(e_ij) / sum_k exp(e_ik)``, optional hard (argmax) attention at inference, and the
 context vector ``c_i = sum_j a_ij h_j`` (Bahdanau et al. 2014, eqs. 5-6).
-:class:`MultiHeadAttention` (Vaswani et al. 2017) has the same interface, so the RNN decoder and the
-Transformer use the same module.
+:class:`MultiHeadAttention` (Vaswani et al. 2017) is the Transformer's attention; the RNN decoders
+use it too when ``model.attention.heads > 1``.
+
+Both modules split the work the same way: ``project_keys(keys)`` runs once per source sentence,
+then each call attends from queries to those projected keys. :class:`Attention` also takes the
+values (the encoder states) and, for a local window, the target positions; the projected keys of
+:class:`MultiHeadAttention` already hold its per-head values.
 
 Shapes: queries ``(B, T, Dq)`` (T = 1 during step-wise decoding), keys and values ``(B, S, Dk)``,
 mask ``(B, S)`` with True at real (non-pad) positions, target positions ``(B, T)``, energies and
 weights ``(B, T, S)``.
 
-Adding a score is one class with ``@register("name")`` and a test.
+Adding a score is a choice in ``seq2seq/choices.py``, one class here with
+``@SCORES.implements(choices.TheChoice)``, and a test.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seq2seq.config import AttentionConfig
-from seq2seq.errors import ConfigError
+from seq2seq import choices
+from seq2seq.choices import SCORES, WINDOWS
 
-SCORES: dict[str, type[Score]] = {}
-
-
-def register(name: str):
-    def deco(cls: type[Score]) -> type[Score]:
-        SCORES[name] = cls
-        cls.name = name
-        return cls
-
-    return deco
+if TYPE_CHECKING:
+    from seq2seq.config import AttentionConfig
 
 
 class Score(nn.Module):
@@ -43,8 +43,6 @@ class Score(nn.Module):
 
     ``project_keys`` runs once per source sentence (before decoding), so the part of a score
     that depends only on the keys is not recomputed at every target step."""
-
-    name = "base"
 
     def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
         super().__init__()
@@ -56,7 +54,7 @@ class Score(nn.Module):
         raise NotImplementedError
 
 
-@register("additive")
+@SCORES.implements(choices.Additive)
 class AdditiveScore(Score):
     """Bahdanau et al. 2014 (eq. 6, appendix A.1.2): ``e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j)``.
     """
@@ -77,30 +75,23 @@ class AdditiveScore(Score):
         return self.v(hidden).squeeze(-1)  # (B, T, S)
 
 
-@register("concat")
+@SCORES.implements(choices.Concat)
 class ConcatScore(AdditiveScore):
     """Luong et al. 2015, eq. 8: ``score(h_t, h_s) = v_a^T tanh(W_a [h_t; h_s])``.
 
     ``W_a [h_t; h_s] = W_1 h_t + W_2 h_s``: the additive form, attending from the current state."""
 
 
-@register("dot")
+@SCORES.implements(choices.Dot)
 class DotScore(Score):
-    """Luong et al. 2015, eq. 8: ``score(h_t, h_s) = h_t^T h_s`` (query and key sizes equal)."""
-
-    def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
-        super().__init__(query_size, key_size, cfg)
-        if query_size != key_size:
-            raise ConfigError(
-                f"model.attention.score: dot needs equal decoder ({query_size}) and encoder "
-                f"output ({key_size}) sizes; use general"
-            )
+    """Luong et al. 2015, eq. 8: ``score(h_t, h_s) = h_t^T h_s`` (query and key sizes equal:
+    :meth:`seq2seq.choices.Dot.check_sizes` has checked the config)."""
 
     def forward(self, query, proj_keys):
         return torch.bmm(query, proj_keys.transpose(1, 2))  # (B, T, S)
 
 
-@register("general")
+@SCORES.implements(choices.General)
 class GeneralScore(Score):
     """Luong et al. 2015, eq. 8: ``score(h_t, h_s) = h_t^T W_a h_s``."""
 
@@ -115,7 +106,7 @@ class GeneralScore(Score):
         return torch.bmm(query, proj_keys.transpose(1, 2))
 
 
-@register("location")
+@SCORES.implements(choices.Location)
 class LocationScore(Score):
     """Luong et al. 2015, eq. 9: ``a_t = softmax(W_a h_t)``: the energies depend on the decoder
     state only, one learned weight vector per source position. Positions beyond
@@ -134,7 +125,7 @@ class LocationScore(Score):
         return F.pad(e, (0, S - e.size(-1)), value=-1e9)
 
 
-@register("cosine")
+@SCORES.implements(choices.Cosine)
 class CosineScore(Score):
     """Graves et al. 2014 (Neural Turing Machines, eqs. 5-6), content-based addressing:
     ``e_ij = beta * cos(q_i, k_j)`` with a learned or fixed sharpening ``beta`` (keys projected
@@ -164,7 +155,7 @@ class CosineScore(Score):
         return self.beta * torch.bmm(F.normalize(query, dim=-1), proj_keys.transpose(1, 2))
 
 
-@register("scaled_dot")
+@SCORES.implements(choices.ScaledDot)
 class ScaledDotScore(Score):
     """Vaswani et al. 2017, eq. 1: ``score(q, k) = q^T k / sqrt(d_k)``, keys projected to the
     query size when the sizes differ. With ``heads > 1`` see :class:`MultiHeadAttention`."""
@@ -182,11 +173,8 @@ class ScaledDotScore(Score):
 
 
 def build_score(query_size: int, key_size: int, cfg: AttentionConfig) -> Score:
-    if cfg.score not in SCORES:
-        raise ConfigError(
-            f"model.attention.score: {cfg.score!r} is not one of {', '.join(sorted(SCORES))}"
-        )
-    return SCORES[cfg.score](query_size, key_size, cfg)
+    """The score ``cfg.score`` names (a ConfigError for an unknown name or for ``none``)."""
+    return SCORES.implementation(cfg.score)(query_size, key_size, cfg)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,37 +182,60 @@ def build_score(query_size: int, key_size: int, cfg: AttentionConfig) -> Score:
 
 
 class LocalWindow(nn.Module):
-    """Restricts attention to ``[p_t - D, p_t + D]`` around an aligned position ``p_t``.
+    """Restricts attention to ``[p_t - D, p_t + D]`` around an aligned position ``p_t``; the
+    subclasses below choose ``p_t`` (and may reweigh the energies inside the window)."""
 
-    * ``local-m`` (monotonic): ``p_t = t``, clipped to the last source position.
-    * ``local-p`` (predictive): ``p_t = S * sigmoid(v_p^T tanh(W_p h_t))`` (eq. 9) with ``S`` the
-      source length, and a Gaussian ``exp(-(s - p_t)^2 / (2 sigma^2))``, ``sigma = D / 2``,
-      favouring positions near ``p_t`` (eq. 10). The Gaussian is added to the energies in log
-      space, so the weights are eq. 10's product renormalised over the window and still sum to 1.
-    """
-
-    def __init__(self, kind: str, query_size: int, half_width: int):
+    def __init__(self, query_size: int, half_width: int):
         super().__init__()
-        self.kind, self.D = kind, half_width
-        if kind == "local-p":
-            self.W_p = nn.Linear(query_size, query_size, bias=False)
-            self.v_p = nn.Linear(query_size, 1, bias=False)
+        self.D = half_width
+
+    def aligned_positions(self, query: torch.Tensor, src_len: torch.Tensor,
+                          positions: torch.Tensor) -> torch.Tensor:
+        """query (B, T, Dq), src_len (B, 1), positions (B, T) target steps -> p_t (B, T)."""
+        raise NotImplementedError
+
+    def reweigh(self, energies: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        """energies (B, T, S), dist ``s - p_t`` (B, T, S) -> the energies inside the window."""
+        return energies
 
     def forward(self, energies, query, mask, positions):
         """energies (B, T, S), query (B, T, Dq), mask (B, S), positions (B, T) target steps
-        -> energies with -inf outside the window (and the Gaussian for local-p)."""
+        -> energies with -inf outside the window (reweighed inside it)."""
         src_len = mask.sum(-1, keepdim=True).to(energies.dtype)  # (B, 1)
         s = torch.arange(energies.size(-1), device=energies.device, dtype=energies.dtype)
-        if self.kind == "local-m":
-            p = torch.minimum(positions.to(energies.dtype), src_len - 1)  # (B, T)
-        else:
-            p = src_len * torch.sigmoid(self.v_p(torch.tanh(self.W_p(query)))).squeeze(-1)
+        p = self.aligned_positions(query, src_len, positions)  # (B, T)
         dist = s.view(1, 1, -1) - p.unsqueeze(-1)  # (B, T, S)
         outside = dist.abs() > self.D
-        if self.kind == "local-p":
-            sigma = self.D / 2.0
-            energies = energies - dist.pow(2) / (2 * sigma**2)
+        energies = self.reweigh(energies, dist)
         return energies.masked_fill(outside, float("-inf"))
+
+
+@WINDOWS.implements(choices.LocalMonotonic)
+class LocalMonotonicWindow(LocalWindow):
+    """``local-m``: ``p_t = t``, clipped to the last source position."""
+
+    def aligned_positions(self, query, src_len, positions):
+        return torch.minimum(positions.to(src_len.dtype), src_len - 1)
+
+
+@WINDOWS.implements(choices.LocalPredictive)
+class LocalPredictiveWindow(LocalWindow):
+    """``local-p``: ``p_t = S * sigmoid(v_p^T tanh(W_p h_t))`` (eq. 9) with ``S`` the source
+    length, and a Gaussian ``exp(-(s - p_t)^2 / (2 sigma^2))``, ``sigma = D / 2``, favouring
+    positions near ``p_t`` (eq. 10). The Gaussian is added to the energies in log space, so the
+    weights are eq. 10's product renormalised over the window and still sum to 1."""
+
+    def __init__(self, query_size: int, half_width: int):
+        super().__init__(query_size, half_width)
+        self.W_p = nn.Linear(query_size, query_size, bias=False)
+        self.v_p = nn.Linear(query_size, 1, bias=False)
+
+    def aligned_positions(self, query, src_len, positions):
+        return src_len * torch.sigmoid(self.v_p(torch.tanh(self.W_p(query)))).squeeze(-1)
+
+    def reweigh(self, energies, dist):
+        sigma = self.D / 2.0
+        return energies - dist.pow(2) / (2 * sigma**2)
 
 
 class Attention(nn.Module):
@@ -234,11 +245,10 @@ class Attention(nn.Module):
         super().__init__()
         self.score = build_score(query_size, key_size, cfg)
         self.window = (
-            LocalWindow(cfg.window, query_size, cfg.window_size) if cfg.window != "global"
-            else None
+            WINDOWS.implementation(cfg.window)(query_size, cfg.window_size)
+            if WINDOWS.get(cfg.window).local else None
         )
         self.hard = False  # set by Seq2SeqModel.set_hard_attention; used only in eval mode
-        self.output_size = key_size
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
         return self.score.project_keys(keys)
@@ -247,7 +257,9 @@ class Attention(nn.Module):
         self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor,
         mask: torch.Tensor, positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, T, Dq) -> context (B, T, Dv), weights (B, T, S)."""
+        """query (B, T, Dq), proj_keys from :meth:`project_keys`, values (B, S, Dv), positions
+        (B, T) target steps (needed by a local window only) -> context (B, T, Dv), weights
+        (B, T, S)."""
         energies = self.score(query, proj_keys)  # (B, T, S)
         energies = energies.masked_fill(~mask.unsqueeze(1), float("-inf"))
         if self.window is not None:
@@ -275,22 +287,19 @@ class MultiHeadAttention(nn.Module):
     The product runs through ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels
     on CPU and GPU) unless the weights are needed (plots, hard attention), when the formula above is
     computed explicitly; a test checks that the two agree. The returned weights are the mean over
-    heads. ``key_size`` is the size of the keys/values; the output has ``out_size`` features.
+    heads. ``key_size`` is the size of the keys/values; the output has ``out_size`` features;
+    ``heads`` divides ``model_size`` (the config checks it).
     """
 
     def __init__(self, query_size: int, key_size: int, model_size: int, heads: int,
                  out_size: int | None = None, dropout: float = 0.0, bias: bool = True):
         super().__init__()
-        if model_size % heads:
-            raise ConfigError(f"model.attention.heads: {heads} does not divide the size "
-                              f"{model_size}")
         self.heads, self.d_k = heads, model_size // heads
         self.W_q = nn.Linear(query_size, model_size, bias=bias)
         self.W_kv = nn.Linear(key_size, 2 * model_size, bias=bias)
         self.W_o = nn.Linear(model_size, out_size or query_size, bias=bias)
         self.dropout = dropout
-        self.hard = False
-        self.output_size = out_size or query_size
+        self.hard = False  # set by Seq2SeqModel.set_hard_attention; used only in eval mode
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
@@ -301,8 +310,8 @@ class MultiHeadAttention(nn.Module):
         k, v = self.W_kv(keys).chunk(2, dim=-1)
         return torch.cat([self._split(k), self._split(v)], dim=1)
 
-    def forward(self, query, proj_keys, values=None, mask=None, positions=None,
-                need_weights: bool = True, causal: bool = False, average_heads: bool = True):
+    def forward(self, query, proj_keys, mask=None, need_weights: bool = True,
+                causal: bool = False, average_heads: bool = True):
         """query (B, T, Dq), proj_keys from :meth:`project_keys`, mask (B, S) True = attend
         -> output (B, T, out), weights (B, T, S) averaged over heads, or (B, h, T, S) with
         ``average_heads=False`` (None if not needed)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from seq2seq.vocab import BOS, EOS, PAD
+from seq2seq.special import BOS, EOS, PAD
 
 
 @dataclass

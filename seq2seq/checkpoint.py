@@ -1,13 +1,6 @@
-"""Checkpoints and run directories.
+"""Checkpoint files: atomic writing, safe loading with clear errors, weight averaging.
 
-A run directory holds everything ``eval`` and ``translate`` need::
-
-    runs/NAME/config.yaml      the resolved configuration
-    runs/NAME/vocab/*.model    the SentencePiece model(s)
-    runs/NAME/best.pt          the checkpoint with the best validation score
-    runs/NAME/last.pt          the latest checkpoint
-    runs/NAME/metrics.jsonl    one JSON record per log line and per validation
-
+Which checkpoints a run has and what they are called is :mod:`seq2seq.run`'s business.
 Checkpoints are written to a temporary file in the same directory, flushed to disk and renamed
 over the old one, so a crash while saving leaves the previous checkpoint intact.
 """
@@ -60,41 +53,6 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{path}: not a seq2seq checkpoint")
     return payload
-
-
-def resolve(run: Path, checkpoint: str = "best") -> Path:
-    """``checkpoint`` is ``best``, ``last`` or a path; relative names are looked up in the run."""
-    run = Path(run)
-    if not run.is_dir():
-        raise CheckpointError(f"run directory not found: {run}")
-    if checkpoint in ("best", "last"):
-        path = run / f"{checkpoint}.pt"
-        if not path.is_file() and checkpoint == "best" and (run / "last.pt").is_file():
-            path = run / "last.pt"
-        return path
-    p = Path(checkpoint)
-    return p if p.is_absolute() or p.exists() else run / p
-
-
-def pick_checkpoints(run: Path, last: int | None = None, best: int | None = None) -> list[Path]:
-    """The ``last`` latest or the ``best`` best-scoring per-validation checkpoints of a run
-    (``ckpt_UPDATE.pt``, written when ``train.keep_last``/``keep_best`` are set)."""
-    run = Path(run)
-    if (last is None) == (best is None):
-        raise CheckpointError("choose --last N or --best N")
-    files = sorted(run.glob("ckpt_*.pt"))
-    if not files:
-        raise CheckpointError(f"{run}: no ckpt_*.pt files (train with train.keep_last or "
-                              "train.keep_best set)")
-    n = last or best
-    if len(files) < n:
-        raise CheckpointError(f"{run}: asked for {n} checkpoints but only {len(files)} are kept")
-    if last is not None:
-        return files[-n:]
-    scores = {p: load(p).get("score") for p in files}
-    if any(s is None for s in scores.values()):
-        raise CheckpointError(f"{run}: a ckpt_*.pt file has no validation score")
-    return sorted(sorted(files, key=lambda p: -scores[p])[:n])
 
 
 def average_checkpoints(paths: list[Path], output: Path) -> dict[str, Any]:

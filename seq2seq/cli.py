@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from seq2seq.choices import LENGTH_PENALTIES
 from seq2seq.errors import Seq2SeqError
+
+if TYPE_CHECKING:
+    from seq2seq.inference import Translator
 
 app = typer.Typer(
     help="Train, evaluate and use neural machine translation models, from the RNN "
@@ -45,7 +49,8 @@ AlphaOpt = Annotated[
 ]
 PenaltyOpt = Annotated[
     str | None, typer.Option("--length-penalty",
-                             help="Ranking of finished hypotheses: gnmt, average or none "
+                             help="Ranking of finished hypotheses: "
+                             f"{', '.join(LENGTH_PENALTIES.names())} "
                              "(default: decode.length_penalty).")
 ]
 NBestOpt = Annotated[
@@ -54,12 +59,18 @@ NBestOpt = Annotated[
 ]
 
 
-def _decode_overrides(batch_size, beam, alpha, length_penalty, n_best, hard_attention) -> dict:
-    """The decode options given on the command line; None = the run's config. The caller
-    validates the result with the rest of the config."""
-    return {"batch_size": batch_size, "beam_size": beam, "alpha": alpha,
-            "length_penalty": length_penalty, "n_best": n_best,
-            "hard_attention": hard_attention}
+def _translator(run: Path, checkpoint: str, device: str, batch_size: int | None,
+                beam: int | None, alpha: float | None, length_penalty: str | None,
+                n_best: int | None, hard_attention: bool | None) -> Translator:
+    """Load the run's translator with its search options: the run's decode config with the
+    command line's options that were given (None = the run's value), validated."""
+    from seq2seq.inference import Translator
+
+    tr = Translator.from_run(run, checkpoint=checkpoint, device=device)
+    tr.decode = tr.config.decode.override(
+        batch_size=batch_size, beam_size=beam, alpha=alpha, length_penalty=length_penalty,
+        n_best=n_best, hard_attention=hard_attention)
+    return tr
 
 
 @app.command()
@@ -95,11 +106,12 @@ def train(
 ) -> None:
     """Train a model; writes config, vocabulary, checkpoints and metrics into the run directory."""
     from seq2seq.config import load_config
+    from seq2seq.run import RunDir
     from seq2seq.training import train as train_fn
 
     if (config is None) == (resume is None):
         raise Seq2SeqError("give --config FILE to start a run or --resume RUN_DIR to continue one")
-    if resume is not None and not (resume / "last.pt").is_file():
+    if resume is not None and not RunDir(resume).last.is_file():
         raise Seq2SeqError(f"--resume: {resume} is not a run directory with a last.pt")
     if nproc > 1:
         _torchrun(nproc)
@@ -107,7 +119,7 @@ def train(
     if resume is not None:
         if run_dir is not None or overwrite:
             raise Seq2SeqError("--resume continues a run in place; drop --run-dir/--overwrite")
-        cfg = load_config(resume / "config.yaml", list(set_ or []))
+        cfg = RunDir(resume).read_config(list(set_ or []))
         cfg.run_dir = str(resume)
         train_fn(cfg, progress=progress, resume=True)
         return
@@ -167,14 +179,14 @@ def evaluate(
     """Translate a split (or --src/--ref files) and report sacreBLEU BLEU, chrF and TER with
     their signatures; writes eval_NAME.json, eval_NAME.md and hyps_NAME.txt (nbest_NAME.txt
     with --n-best) into the run directory."""
-    from seq2seq.evaluate import evaluate as evaluate_fn
+    from seq2seq.evaluate import evaluate_translator
 
     if (src is None) != (ref is None):
         raise Seq2SeqError("--src and --ref go together")
-    report = evaluate_fn(
-        run, split=split, src_file=src, ref_file=ref, checkpoint=checkpoint, device=device,
-        lowercase=lowercase, tokenize=tokenize,
-        **_decode_overrides(batch_size, beam, alpha, length_penalty, n_best, hard_attention))
+    tr = _translator(run, checkpoint, device, batch_size, beam, alpha, length_penalty, n_best,
+                     hard_attention)
+    report = evaluate_translator(tr, run, checkpoint, split=split, src_file=src, ref_file=ref,
+                                 lowercase=lowercase, tokenize=tokenize)
     for name in ("bleu", "chrf", "ter"):
         typer.echo(report[name]["text"])
 
@@ -206,14 +218,10 @@ def translate(
     that is not UTF-8 gives an empty line and a warning on standard error. With --n-best N
     every input line gives exactly N lines SCORE<TAB>TRANSLATION, best first (empty fields
     for an empty input line)."""
-    from seq2seq.inference import Translator, with_overrides
     from seq2seq.streaming import translate_stream
 
-    tr = Translator.from_run(run, checkpoint=checkpoint, device=device)
-    tr.config.decode = with_overrides(
-        tr.config.decode,
-        **_decode_overrides(batch_size, beam, alpha, length_penalty, n_best, hard_attention))
-    tr.config.validate()
+    tr = _translator(run, checkpoint, device, batch_size, beam, alpha, length_penalty, n_best,
+                     hard_attention)
     plotter = None
     if plot_attention is not None:
         from seq2seq.plotting import AttentionPlotter
@@ -241,13 +249,14 @@ def average(
     """Average the weights of several checkpoints of one model into a new checkpoint, e.g.
     `seq2seq average --run runs/transformer --last 5`, then `seq2seq eval --run
     runs/transformer --checkpoint averaged.pt`."""
-    from seq2seq.checkpoint import average_checkpoints, pick_checkpoints
+    from seq2seq.checkpoint import average_checkpoints
+    from seq2seq.run import RunDir
 
     if run is not None:
         if checkpoints:
             raise Seq2SeqError("give checkpoint files or --run, not both")
-        checkpoints = pick_checkpoints(run, last=last, best=best)
-        output = output or run / "averaged.pt"
+        checkpoints = RunDir(run).require().pick_checkpoints(last=last, best=best)
+        output = output or RunDir(run).averaged
     elif not checkpoints or output is None:
         raise Seq2SeqError("give --run RUN (with --last or --best), or checkpoint files and "
                            "--output")

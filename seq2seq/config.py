@@ -19,7 +19,36 @@ from typing import Any, Literal
 
 import yaml
 
+from seq2seq.choices import (
+    ARCHITECTURES,
+    DECODERS,
+    LENGTH_PENALTIES,
+    OPTIMIZERS,
+    SCHEDULES,
+    SCORES,
+    WINDOWS,
+)
 from seq2seq.errors import ConfigError, one_line
+
+
+def _positive(section: str, **values: int | float | None) -> None:
+    """Each value that is set must be > 0."""
+    for key, value in values.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"{section}.{key}: must be positive, got {value}")
+
+
+def _at_least(section: str, low: int, **values: int | None) -> None:
+    for key, value in values.items():
+        if value is not None and value < low:
+            raise ConfigError(f"{section}.{key}: must be {low} or more, got {value}")
+
+
+def _fraction(section: str, **values: float) -> None:
+    """Each value must be in [0, 1)."""
+    for key, value in values.items():
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{section}.{key}: must be in [0, 1), got {value}")
 
 
 @dataclass
@@ -53,6 +82,11 @@ class DataConfig:
     max_len: int = 100  # training pairs longer than this (in subwords, either side) are dropped
     max_sentences: int | None = None  # keep only the first N training pairs (quick experiments)
 
+    def validate(self) -> None:
+        _positive("data", max_len=self.max_len, max_sentences=self.max_sentences)
+        if self.src_lang == self.tgt_lang:
+            raise ConfigError("data.tgt_lang: must differ from data.src_lang")
+
 
 @dataclass
 class VocabConfig:
@@ -64,13 +98,19 @@ class VocabConfig:
     character_coverage: float = 1.0
     max_train_sentences: int = 2_000_000  # SentencePiece input_sentence_size
 
+    def validate(self) -> None:
+        _positive("vocab", size=self.size)
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise ConfigError(
+                f"vocab.character_coverage: must be in (0, 1], got {self.character_coverage}")
+
 
 @dataclass
 class AttentionConfig:
     """The alignment model. See docs/attention.md for every score and its paper."""
 
-    score: str = "additive"  # a name in seq2seq.attention.SCORES, or none
-    window: Literal["global", "local-m", "local-p"] = "global"  # Luong et al. 2015, sec. 3
+    score: str = "additive"  # a name in seq2seq.choices.SCORES (none: no attention)
+    window: str = "global"  # global, local-m or local-p (Luong et al. 2015, section 3)
     window_size: int = 10  # D: a local window covers [p_t - D, p_t + D]
     hidden_size: int | None = None  # additive/concat hidden layer (default: decoder hidden size)
     max_positions: int = 128  # location score: source positions it can address
@@ -79,17 +119,27 @@ class AttentionConfig:
     heads: int = 1  # > 1: multi-head scaled dot-product attention (Vaswani et al. 2017)
     input_feeding: bool = True  # Luong decoder: feed the attentional vector to the next step
 
+    def validate(self) -> None:
+        score, window = SCORES.get(self.score), WINDOWS.get(self.window)
+        _positive("model.attention", window_size=self.window_size,
+                  max_positions=self.max_positions, heads=self.heads)
+        if not 0 < self.beta <= 100:
+            raise ConfigError(f"model.attention.beta: must be in (0, 100], got {self.beta}")
+        if self.heads > 1 and (not score.multi_head or window.local):
+            raise ConfigError("model.attention.heads: multi-head attention needs "
+                              "score: scaled_dot and window: global")
+
 
 @dataclass
 class ModelConfig:
     """The network: ``arch: rnn`` (the recurrent family) or ``arch: transformer``."""
 
-    arch: Literal["rnn", "transformer"] = "rnn"
+    arch: str = "rnn"  # a name in seq2seq.choices.ARCHITECTURES
     # bahdanau: attend from s_{i-1}, context into the recurrence (Bahdanau et al. 2014)
     # luong: attend from h_t, attentional vector tanh(W_c [c_t; h_t]) (Luong et al. 2015)
     # sutskever: no attention, decoder starts from the encoder state (Sutskever et al. 2014)
     # cho: no attention, fixed context fed to every step and the output (Cho et al. 2014)
-    decoder: Literal["bahdanau", "luong", "sutskever", "cho"] = "bahdanau"
+    decoder: str = "bahdanau"  # a name in seq2seq.choices.DECODERS
     reverse_source: bool = False  # read the source backwards (Sutskever et al. 2014)
     cell: Literal["gru", "lstm"] = "gru"
     embed_size: int = 256
@@ -111,6 +161,29 @@ class ModelConfig:
     attention_dropout: float = 0.1  # dropout on attention weights
     relu_dropout: float = 0.0  # dropout inside the feed-forward sub-layer
 
+    @property
+    def encoder_hidden(self) -> int:
+        """The RNN encoder's hidden size per direction."""
+        if self.encoder_hidden_size:
+            return self.encoder_hidden_size
+        return self.hidden_size // 2 if self.bidirectional else self.hidden_size
+
+    @property
+    def encoder_output_size(self) -> int:
+        """The size of the RNN encoder's annotations h_j (both directions concatenated)."""
+        return self.encoder_hidden * (2 if self.bidirectional else 1)
+
+    def validate(self) -> None:
+        _positive("model", embed_size=self.embed_size, hidden_size=self.hidden_size,
+                  encoder_layers=self.encoder_layers, decoder_layers=self.decoder_layers,
+                  ff_size=self.ff_size, max_length=self.max_length,
+                  encoder_hidden_size=self.encoder_hidden_size)
+        _fraction("model", dropout=self.dropout, attention_dropout=self.attention_dropout,
+                  relu_dropout=self.relu_dropout)
+        DECODERS.get(self.decoder)  # the Transformer has none, but a misspelling is still one
+        self.attention.validate()
+        ARCHITECTURES.get(self.arch).check(self)
+
 
 @dataclass
 class TrainConfig:
@@ -119,13 +192,13 @@ class TrainConfig:
     seed: int = 1234
     batch_tokens: int = 4096  # padded tokens per batch: n_sentences * max(src_len, tgt_len)
     bucket_pool: int = 100  # batches per sorting pool (length bucketing)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: str = "adam"  # adam, adamw or sgd (seq2seq.choices.OPTIMIZERS)
     lr: float = 1e-3  # the peak learning rate with a warm-up schedule
     # the learning rate of every update (seq2seq/optim.py gives the formula):
     #   constant; inverse_sqrt: lr * sqrt(warmup / update) after the warm-up ("Noam");
     #   plateau: times decay_factor when valid_metric has not improved for plateau_patience
     #   validations; halving: times decay_factor after every epoch from halve_after_epoch on
-    schedule: Literal["constant", "inverse_sqrt", "plateau", "halving"] = "constant"
+    schedule: str = "constant"  # a name in seq2seq.choices.SCHEDULES
     warmup_updates: int = 0  # linear warm-up from 0 to lr (any schedule)
     decay_factor: float = 0.5
     plateau_patience: int = 2
@@ -156,6 +229,25 @@ class TrainConfig:
     # AMX), else fp32
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
 
+    def validate(self) -> None:
+        OPTIMIZERS.get(self.optimizer)
+        _positive("train", batch_tokens=self.batch_tokens, max_updates=self.max_updates,
+                  valid_every=self.valid_every, log_every=self.log_every,
+                  num_threads=self.num_threads, valid_max_sentences=self.valid_max_sentences)
+        _fraction("train", label_smoothing=self.label_smoothing)
+        if self.valid_metric != "loss" and not self.valid_bleu:
+            raise ConfigError(f"train.valid_metric: {self.valid_metric} needs train.valid_bleu: "
+                              "true (or use loss)")
+        _at_least("train", 1, accumulate=self.accumulate, plateau_patience=self.plateau_patience,
+                  halve_after_epoch=self.halve_after_epoch, patience=self.patience)
+        _at_least("train", 0, keep_last=self.keep_last, keep_best=self.keep_best,
+                  warmup_updates=self.warmup_updates, seed=self.seed)
+        if not 0.0 < self.decay_factor <= 1.0:
+            raise ConfigError(f"train.decay_factor: must be in (0, 1], got {self.decay_factor}")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise ConfigError("train.lr: must be positive (and train.min_lr 0 or more)")
+        SCHEDULES.get(self.schedule).check(self)
+
 
 @dataclass
 class DecodeConfig:
@@ -166,11 +258,35 @@ class DecodeConfig:
     n_best: int = 1  # hypotheses returned per sentence (at most beam_size)
     # ranking of finished hypotheses: gnmt ((5 + |y|) / 6) ** alpha (Wu et al. 2016),
     # average (log-probability per token) or none (raw log-probability)
-    length_penalty: Literal["gnmt", "average", "none"] = "gnmt"
+    length_penalty: str = "gnmt"  # a name in seq2seq.choices.LENGTH_PENALTIES
     alpha: float = 0.6
     hard_attention: bool = False  # attend only to the argmax position (inference only)
     max_len_a: float = 1.5  # output length limit: a * src_len + b
     max_len_b: int = 10
+
+    def validate(self) -> None:
+        _positive("decode", batch_size=self.batch_size)
+        if self.beam_size < 1 or not 1 <= self.n_best <= self.beam_size:
+            raise ConfigError(f"decode.n_best: must be between 1 and decode.beam_size "
+                              f"({self.beam_size}), got {self.n_best}")
+        LENGTH_PENALTIES.get(self.length_penalty)
+        if self.alpha < 0:
+            raise ConfigError(f"decode.alpha: must be 0 or more, got {self.alpha}")
+
+    def override(self, **given: Any) -> DecodeConfig:
+        """A validated copy with the options that were given (None = keep this config's value),
+        e.g. from the command line; the beam is widened to at least ``n_best``."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(given) - fields)
+        if unknown:
+            raise ConfigError(f"decode.{unknown[0]}: unknown key; allowed keys are "
+                              f"{', '.join(sorted(fields))}")
+        raw = {**dataclasses.asdict(self), **{k: v for k, v in given.items() if v is not None}}
+        if raw["n_best"] > raw["beam_size"]:
+            raw["beam_size"] = raw["n_best"]
+        decode = _build(DecodeConfig, raw, "decode")
+        decode.validate()
+        return decode
 
 
 @dataclass
@@ -185,130 +301,15 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
-    def resolved_run_dir(self) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
-
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 
     def validate(self) -> None:
-        """Cross-field checks that a single field's type cannot express."""
-        from seq2seq.attention import SCORES
-
-        m, v, a = self.model, self.vocab, self.model.attention
-        if a.score not in SCORES and a.score != "none":
-            raise ConfigError(
-                f"model.attention.score: {a.score!r} is not one of "
-                f"{', '.join(sorted([*SCORES, 'none']))}"
-            )
-        if m.arch == "transformer":
-            if a.score != "scaled_dot" or a.window != "global":
-                raise ConfigError("model.attention.score: the Transformer uses scaled_dot "
-                                  "attention with a global window")
-            if m.embed_size % a.heads:
-                raise ConfigError(f"model.attention.heads: {a.heads} does not divide "
-                                  f"model.embed_size {m.embed_size}")
-        elif m.decoder in ("sutskever", "cho") and a.score != "none":
-            raise ConfigError(
-                f"model.attention.score: the {m.decoder} decoder has no attention; set it to none"
-            )
-        if m.decoder in ("bahdanau", "luong") and a.score == "none":
-            raise ConfigError(
-                f"model.attention.score: the {m.decoder} decoder needs a score "
-                "(use model.decoder: sutskever or cho for no attention)"
-            )
-        if a.window_size < 1 or a.max_positions < 1 or a.heads < 1 or not 0 < a.beta <= 100:
-            raise ConfigError(
-                "model.attention: window_size, max_positions and heads must be positive and "
-                "beta in (0, 100]"
-            )
-        if m.arch == "rnn" and m.decoder in ("bahdanau", "luong"):
-            enc_out = (m.encoder_hidden_size or (
-                m.hidden_size // 2 if m.bidirectional else m.hidden_size
-            )) * (2 if m.bidirectional else 1)
-            if a.score == "dot" and a.heads == 1 and enc_out != m.hidden_size:
-                raise ConfigError(
-                    f"model.attention.score: dot needs the encoder output size ({enc_out}) to "
-                    f"equal model.hidden_size ({m.hidden_size}); use general"
-                )
-            if a.heads > 1 and (a.score != "scaled_dot" or a.window != "global"):
-                raise ConfigError("model.attention.heads: multi-head attention needs "
-                                  "score: scaled_dot and window: global")
-            if m.hidden_size % a.heads:
-                raise ConfigError(f"model.attention.heads: {a.heads} does not divide "
-                                  f"model.hidden_size {m.hidden_size}")
-        if m.arch == "rnn" and m.tie_output and m.embed_size != m.hidden_size:
-            raise ConfigError(
-                f"model.tie_output: true needs model.embed_size ({m.embed_size}) equal to "
-                f"model.hidden_size ({m.hidden_size})"
-            )
-        if m.share_embeddings and not v.joint:
+        """Every section checks itself; then the checks that span sections."""
+        for section in (self.data, self.vocab, self.model, self.train, self.decode):
+            section.validate()
+        if self.model.share_embeddings and not self.vocab.joint:
             raise ConfigError("model.share_embeddings: true needs vocab.joint: true")
-        if m.arch == "rnn" and m.encoder_hidden_size is None and m.bidirectional \
-                and m.hidden_size % 2:
-            raise ConfigError("model.hidden_size: must be even with a bidirectional encoder")
-        positive = {
-            "vocab.size": v.size,
-            "model.embed_size": m.embed_size,
-            "model.hidden_size": m.hidden_size,
-            "model.encoder_layers": m.encoder_layers,
-            "model.decoder_layers": m.decoder_layers,
-            "train.batch_tokens": self.train.batch_tokens,
-            "train.max_updates": self.train.max_updates,
-            "train.valid_every": self.train.valid_every,
-            "train.log_every": self.train.log_every,
-            "data.max_len": self.data.max_len,
-            "decode.batch_size": self.decode.batch_size,
-            "model.ff_size": m.ff_size,
-            "model.max_length": m.max_length,
-            "train.num_threads": self.train.num_threads,
-            "data.max_sentences": self.data.max_sentences,
-            "train.valid_max_sentences": self.train.valid_max_sentences,
-        }
-        for key, value in positive.items():
-            if value is not None and value <= 0:
-                raise ConfigError(f"{key}: must be positive, got {value}")
-        for key in ("dropout", "attention_dropout", "relu_dropout"):
-            if not 0.0 <= getattr(m, key) < 1.0:
-                raise ConfigError(f"model.{key}: must be in [0, 1), got {getattr(m, key)}")
-        if not 0.0 <= self.train.label_smoothing < 1.0:
-            raise ConfigError(
-                f"train.label_smoothing: must be in [0, 1), got {self.train.label_smoothing}"
-            )
-        t = self.train
-        if t.valid_metric != "loss" and not t.valid_bleu:
-            raise ConfigError(f"train.valid_metric: {t.valid_metric} needs train.valid_bleu: "
-                              "true (or use loss)")
-        for key in ("accumulate", "plateau_patience", "halve_after_epoch", "patience"):
-            value = getattr(t, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"train.{key}: must be 1 or more, got {value}")
-        for key in ("keep_last", "keep_best", "warmup_updates"):
-            if getattr(t, key) < 0:
-                raise ConfigError(f"train.{key}: must be 0 or more, got {getattr(t, key)}")
-        if not 0.0 < t.decay_factor <= 1.0:
-            raise ConfigError(f"train.decay_factor: must be in (0, 1], got {t.decay_factor}")
-        if t.lr <= 0 or t.min_lr < 0:
-            raise ConfigError("train.lr: must be positive (and train.min_lr 0 or more)")
-        if t.schedule == "inverse_sqrt" and not t.warmup_updates:
-            raise ConfigError("train.schedule: inverse_sqrt needs train.warmup_updates > 0")
-        if self.train.seed < 0:
-            raise ConfigError(f"train.seed: must be 0 or more, got {self.train.seed}")
-        if not 0.0 < v.character_coverage <= 1.0:
-            raise ConfigError(
-                f"vocab.character_coverage: must be in (0, 1], got {v.character_coverage}"
-            )
-        d = self.decode
-        if d.beam_size < 1 or not 1 <= d.n_best <= d.beam_size:
-            raise ConfigError(f"decode.n_best: must be between 1 and decode.beam_size "
-                              f"({d.beam_size}), got {d.n_best}")
-        if d.length_penalty not in ("gnmt", "average", "none"):  # overrides bypass the type check
-            raise ConfigError(f"decode.length_penalty: {d.length_penalty!r} is not one of "
-                              "gnmt, average, none")
-        if d.alpha < 0:
-            raise ConfigError(f"decode.alpha: must be 0 or more, got {d.alpha}")
-        if self.data.src_lang == self.data.tgt_lang:
-            raise ConfigError("data.tgt_lang: must differ from data.src_lang")
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,5 +446,6 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+def config_to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text (what a run directory keeps as config.yaml)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

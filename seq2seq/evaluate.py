@@ -1,13 +1,14 @@
 """``seq2seq eval``: decode a split or a file and score it with sacreBLEU.
 
-Writes into the run directory, under a name that tells the data and the search apart
-(``test_2016_flickr``, ``test_2016_flickr_beam5``, ``test_2016_flickr_hard``,
-``test_2016_flickr_averaged`` for ``--checkpoint averaged.pt``, ...):
+Writes an evaluation's files into the run directory (:meth:`seq2seq.run.RunDir.eval_files`),
+under a name that tells the data and the search apart (:func:`seq2seq.run.eval_name`:
+``test_2016_flickr``, ``test_2016_flickr_beam5``, ``test_2016_flickr_hard``,
+``test_2016_flickr_averaged`` for ``--checkpoint averaged.pt``, ...): the full report with scores,
+signatures, search settings and checkpoint (JSON), the same as a short Markdown summary, the
+1-best translations one a line, and with n_best > 1 the n-best lists as
+``LINE<TAB>SCORE<TAB>TEXT``, best first per line.
 
-    eval_NAME.json    the full report: scores with signatures, search settings, checkpoint
-    eval_NAME.md      the same as a short Markdown summary
-    hyps_NAME.txt     the 1-best translations, one a line
-    nbest_NAME.txt    with n_best > 1: ``LINE<TAB>SCORE<TAB>TEXT``, best first per line
+The search options are one :class:`~seq2seq.config.DecodeConfig`: the translator's ``decode``.
 """
 
 from __future__ import annotations
@@ -17,66 +18,76 @@ import json
 from pathlib import Path
 from typing import Any
 
+from seq2seq.config import DecodeConfig
 from seq2seq.data import load_split, read_lines, split_name
 from seq2seq.errors import DataError
-from seq2seq.inference import Translator, with_overrides
+from seq2seq.inference import Translation, Translator
 from seq2seq.metrics import corpus_scores
-
-
-def report_name(data: str, beam_size: int, hard_attention: bool, checkpoint: str = "best"
-                ) -> str:
-    """The suffix of the files an evaluation writes: data name, then what differs from the
-    default (a checkpoint other than best.pt, beam search, hard attention), so evaluations
-    never overwrite each other."""
-    name = data.replace("/", "_")
-    if checkpoint != "best":
-        name += "_" + Path(checkpoint).stem
-    if beam_size > 1:
-        name += f"_beam{beam_size}"
-    if hard_attention:
-        name += "_hard"
-    return name
+from seq2seq.run import RunDir, eval_name
 
 
 def evaluate(
     run: str | Path, split: str = "test", src_file: Path | None = None,
     ref_file: Path | None = None, checkpoint: str = "best", device: str = "auto",
-    lowercase: bool = False, tokenize: str = "13a", **decode_overrides: Any,
+    lowercase: bool = False, tokenize: str = "13a", decode: DecodeConfig | None = None,
 ) -> dict[str, Any]:
-    """Translate and score. ``decode_overrides`` (batch_size, beam_size, n_best, alpha,
-    length_penalty, hard_attention; None = the run's config) change the search."""
-    run = Path(run)
-    tr = Translator.from_run(run, checkpoint=checkpoint, device=device)
-    if src_file is not None and ref_file is not None:
-        src, refs = read_lines(Path(src_file)), read_lines(Path(ref_file))
-        if len(src) != len(refs):
-            raise DataError(f"{src_file} has {len(src)} lines but {ref_file} has {len(refs)}")
-        data = Path(src_file).name
-    else:
-        data = split_name(tr.config.data, split)
-        ds = load_split(tr.config.data, data)
-        src, refs = ds["src"], ds["tgt"]
-    decode = with_overrides(tr.config.decode, **decode_overrides)
-    tr.config.decode = decode
-    tr.config.validate()  # the overrides pass the same checks as the file
-    nbest = tr.translate_nbest(src, decode)
+    """Load a run's ``checkpoint``, translate and score (:func:`evaluate_translator`);
+    ``decode`` replaces the run's search options, e.g.
+    ``config.decode.override(beam_size=5)``."""
+    tr = Translator.from_run(run, checkpoint=checkpoint, device=device, decode=decode)
+    return evaluate_translator(tr, run, checkpoint, split=split, src_file=src_file,
+                               ref_file=ref_file, lowercase=lowercase, tokenize=tokenize)
+
+
+def evaluate_translator(
+    tr: Translator, run: str | Path, checkpoint: str = "best", split: str = "test",
+    src_file: Path | None = None, ref_file: Path | None = None, lowercase: bool = False,
+    tokenize: str = "13a",
+) -> dict[str, Any]:
+    """Translate a split (or ``src_file``) with ``tr`` and its search options ``tr.decode``,
+    score against the references and write the report files into the run directory
+    (``checkpoint``, as given, names them); returns the report."""
+    data, src, refs = _test_data(tr, split, src_file, ref_file)
+    decode = tr.decode
+    nbest = tr.translate_nbest(src)
     hyps = [h[0].text if h else "" for h in nbest]
     scores = corpus_scores(hyps, refs, lowercase=lowercase, tokenize=tokenize)
-    name = report_name(data, decode.beam_size, decode.hard_attention, checkpoint)
     report = {
-        "run": str(run), "checkpoint": str(tr.checkpoint), "data": data, "sentences": len(src),
+        "run": str(Path(run)), "checkpoint": str(tr.checkpoint), "data": data,
+        "sentences": len(src),
         "search": {"method": "greedy" if decode.beam_size == 1 else "beam",
                    **dataclasses.asdict(decode)},
         "scoring": {"lowercase": lowercase, "tokenize": tokenize},
         **scores,
     }
-    (run / f"hyps_{name}.txt").write_text("\n".join(hyps) + "\n", encoding="utf-8")
-    if decode.n_best > 1:
-        lines = [f"{i}\t{t.score:.4f}\t{t.text}" for i, hs in enumerate(nbest) for t in hs]
-        (run / f"nbest_{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (run / f"eval_{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (run / f"eval_{name}.md").write_text(markdown(report), encoding="utf-8")
+    name = eval_name(data, decode.beam_size, decode.hard_attention, checkpoint)
+    _write(RunDir(run), name, report, hyps, nbest if decode.n_best > 1 else None)
     return report
+
+
+def _test_data(tr: Translator, split: str, src_file: Path | None, ref_file: Path | None
+               ) -> tuple[str, list[str], list[str]]:
+    """(data name, source lines, reference lines): the two files if both are given, else
+    the split of the run's data."""
+    if src_file is not None and ref_file is not None:
+        src, refs = read_lines(Path(src_file)), read_lines(Path(ref_file))
+        if len(src) != len(refs):
+            raise DataError(f"{src_file} has {len(src)} lines but {ref_file} has {len(refs)}")
+        return Path(src_file).name, src, refs
+    data = split_name(tr.config.data, split)
+    ds = load_split(tr.config.data, data)
+    return data, ds["src"], ds["tgt"]
+
+
+def _write(run: RunDir, name: str, report: dict[str, Any], hyps: list[str],
+           nbest: list[list[Translation]] | None) -> None:
+    files = run.eval_files(name)
+    files.hyps.write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    if nbest is not None:
+        lines = [f"{i}\t{t.score:.4f}\t{t.text}" for i, hs in enumerate(nbest) for t in hs]
+        files.nbest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    files.report.write_text(json.dumps(report, indent=2) + "\n")
+    files.markdown.write_text(markdown(report), encoding="utf-8")
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -21,26 +21,24 @@ from the config, so a resumed run that changes ``train.lr`` uses the new rate fr
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
+from seq2seq.choices import OPTIMIZERS, SCHEDULES
 from seq2seq.config import TrainConfig
 
 
 def build_optimizer(t: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    choice = OPTIMIZERS.get(t.optimizer)
+    return getattr(torch.optim, choice.torch_class)(params, lr=t.lr, **choice.arguments(t))
 
 
 class LRSchedule:
     def __init__(self, t: TrainConfig, optimizer: torch.optim.Optimizer):
         self.t, self.optimizer = t, optimizer
+        self.kind = SCHEDULES.get(t.schedule)
         self.decay = 1.0
         self.bad_validations = 0  # plateau: validations in a row without improvement
 
@@ -48,9 +46,7 @@ class LRSchedule:
         warm = self.t.warmup_updates
         if warm and n < warm:
             return n / warm
-        if self.t.schedule == "inverse_sqrt" and warm:
-            return math.sqrt(warm / n)
-        return 1.0
+        return self.kind.shape(n, self.t)
 
     def lr(self, n: int) -> float:
         return max(self.t.lr * self.factor(n) * self.decay, self.t.min_lr)
@@ -63,7 +59,7 @@ class LRSchedule:
         return lr
 
     def after_validation(self, improved: bool) -> None:
-        if self.t.schedule != "plateau":
+        if not self.kind.decays_on_plateau:
             return
         self.bad_validations = 0 if improved else self.bad_validations + 1
         if self.bad_validations >= self.t.plateau_patience:
@@ -71,7 +67,7 @@ class LRSchedule:
             self.bad_validations = 0
 
     def after_epoch(self, epoch: int) -> None:
-        if self.t.schedule == "halving" and epoch >= self.t.halve_after_epoch:
+        if self.kind.decays_each_epoch and epoch >= self.t.halve_after_epoch:
             self.decay *= self.t.decay_factor
 
     def state_dict(self) -> dict[str, Any]:

@@ -4,32 +4,12 @@ and learning curves, from what each run directory already holds (``train_summary
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from seq2seq.config import load_config
 from seq2seq.data import split_name
 from seq2seq.errors import Seq2SeqError
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise Seq2SeqError(f"{path}: unreadable ({type(e).__name__})") from None
-
-
-def _evaluation(run: Path, cfg, split: str) -> dict[str, Any] | None:
-    """The greedy evaluation of ``split`` (mapped through the config's splits) if there is
-    one, else the best-scoring beam evaluation of it."""
-    data = split_name(cfg.data, split).replace("/", "_")
-    plain = run / f"eval_{data}.json"
-    if plain.is_file():
-        return _read_json(plain)
-    beams = [p for p in run.glob(f"eval_{data}_beam*.json") if not p.stem.endswith("_hard")]
-    reports = [_read_json(p) for p in beams]
-    return max(reports, key=lambda r: r["bleu"]["score"]) if reports else None
+from seq2seq.run import RunDir
 
 
 def describe(cfg) -> tuple[str, str]:
@@ -48,18 +28,17 @@ def describe(cfg) -> tuple[str, str]:
 
 
 def collect(run: Path, split: str = "test") -> dict[str, Any]:
-    run = Path(run)
-    if not run.is_dir():
-        raise Seq2SeqError(f"run directory not found: {run}")
-    summary_path = run / "train_summary.json"
-    if not summary_path.is_file():
-        raise Seq2SeqError(f"{run}: no train_summary.json (is the training finished?)")
-    summary = _read_json(summary_path)
-    cfg = load_config(run / "config.yaml")
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
-    valid = [r for r in rows if r["kind"] == "valid"]
+    """One row of the report: what ``run`` holds about its training and its evaluation."""
+    rd = RunDir(run)
+    if not rd.path.is_dir():
+        raise Seq2SeqError(f"run directory not found: {rd.path}")
+    summary = rd.read_summary()
+    if summary is None:
+        raise Seq2SeqError(f"{rd.path}: no train_summary.json (is the training finished?)")
+    cfg = rd.read_config()
+    valid = rd.records("valid")
     family, attention = describe(cfg)
-    ev = _evaluation(run, cfg, split)
+    ev = rd.evaluation(split_name(cfg.data, split))
     best_bleu = max((r["bleu"] for r in valid if r.get("bleu") is not None), default=None)
     search = signature = None
     if ev:
@@ -69,7 +48,7 @@ def collect(run: Path, split: str = "test") -> dict[str, Any]:
         if not signature.startswith("BLEU|"):  # older versions left out the metric's name
             signature = "BLEU|" + signature
     return {
-        "name": run.name, "family": family, "attention": attention,
+        "name": rd.path.name, "family": family, "attention": attention,
         "parameters": summary["parameters"], "updates": summary["updates"],
         "train_min": summary["train_s"] / 60, "tokens_per_s": summary["tokens_per_s"],
         "best_valid_bleu": best_bleu, "valid": valid,

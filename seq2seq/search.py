@@ -1,19 +1,30 @@
 """Search over whole batches through the shared model interface.
 
-Both searches drive any :class:`~seq2seq.models.base.Seq2SeqModel` through ``encode``,
-``init_state`` and ``decode_step`` only, and both return, per sentence, a list of
-:class:`Hypothesis` sorted best first.
+A search is a :class:`DecodeStrategy` object (after OpenNMT-py's design): it holds the search
+options and drives any :class:`~seq2seq.models.base.Seq2SeqModel` through ``encode``,
+``init_state`` and ``decode_step`` only. Every strategy returns, per sentence, a list of
+:class:`Hypothesis` sorted best first, and all share one loop (:meth:`DecodeStrategy.search`):
 
-* :func:`greedy` advances every sentence one token per step in a single tensor operation;
-  sentences that have emitted eos are dropped from the working batch, so the cost of a step
-  follows the number of unfinished sentences.
-* :func:`beam_search` keeps ``K`` hypotheses per sentence for all sentences of the batch in one
+1. encode the batch and start a :class:`WorkingBatch`: the sentences still being searched,
+   ``width`` rows each (1 for greedy search, ``K`` beams for beam search);
+2. at every step, run one ``decode_step`` on all rows, let the strategy :meth:`advance` (pick the
+   next tokens, record what finished) and report which sentences are done;
+3. drop the done sentences from the working batch (:meth:`WorkingBatch.shrink`, the one
+   batch-shrinking step: memory, state and bookkeeping lose the same rows), so the cost of a
+   step follows the number of unfinished sentences.
+
+* :class:`Greedy` advances every sentence by its most probable token; a sentence is done when it
+  emits eos.
+* :class:`Beam` keeps ``K`` hypotheses per sentence for all sentences of the batch in one
   ``(b * K, ...)`` tensor. Each step scores all ``K * V`` continuations of a sentence, keeps the
   ``2K`` best: those ending in eos among the first ``K`` become finished hypotheses (a finished
   hypothesis is never extended), and the ``K`` best that do not end in eos become the next beams.
-  A sentence is done when it has ``K`` finished hypotheses or reaches its length limit (where
-  only eos may follow); done sentences leave the working batch. Finished hypotheses are ranked
-  by their length-normalised score (:func:`normalise`), and the best one wins.
+  A sentence is done when it has ``K`` finished hypotheses or reaches its length limit.
+
+The length limit of a sentence (:func:`max_lengths`) counts the final eos; at the limit only eos
+may follow. Finished hypotheses are ranked by their length-normalised score, with a length
+penalty from :data:`seq2seq.choices.LENGTH_PENALTIES` (``gnmt``, ``average``, ``none``); greedy
+scores its single hypothesis the same way, so n-best lists compare.
 
 Every operation acts on each sentence's rows independently, so a sentence gets the same output
 alone and inside any batch (tests check this for the RNN and the Transformer).
@@ -22,13 +33,16 @@ alone and inside any batch (tests check this for the RNN and the Transformer).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from seq2seq.models.base import Seq2SeqModel, select
-from seq2seq.vocab import BOS, EOS
+from seq2seq.choices import LENGTH_PENALTIES
+from seq2seq.models.base import Seq2SeqModel, State, select
+from seq2seq.special import BOS, EOS
 
-LENGTH_PENALTIES = ("gnmt", "average", "none")
+if TYPE_CHECKING:
+    from seq2seq.config import DecodeConfig
 
 
 @dataclass
@@ -40,20 +54,9 @@ class Hypothesis:
 
 
 def normalise(log_prob: float, length: int, penalty: str = "gnmt", alpha: float = 0.6) -> float:
-    """Length-normalised score of a hypothesis of ``length`` tokens (eos included).
-
-    * ``gnmt``: ``log P / lp``, ``lp = ((5 + length) / 6) ** alpha`` (Wu et al. 2016, eq. 14);
-      alpha = 0 is the raw log-probability.
-    * ``average``: ``log P / length``, the mean log-probability per token.
-    * ``none``: ``log P``, which favours short outputs.
-    """
-    if penalty == "gnmt":
-        return log_prob / (((5.0 + length) / 6.0) ** alpha)
-    if penalty == "average":
-        return log_prob / length
-    if penalty == "none":
-        return log_prob
-    raise ValueError(f"length penalty {penalty!r} is not one of {', '.join(LENGTH_PENALTIES)}")
+    """Length-normalised score of a hypothesis of ``length`` tokens (eos included) under the
+    length penalty called ``penalty`` (see :data:`seq2seq.choices.LENGTH_PENALTIES`)."""
+    return LENGTH_PENALTIES.get(penalty).normalise(log_prob, length, alpha)
 
 
 def max_lengths(src_len: torch.Tensor, a: float, b: int, cap: int | None = None
@@ -64,133 +67,232 @@ def max_lengths(src_len: torch.Tensor, a: float, b: int, cap: int | None = None
     return limit.clamp(max=cap) if cap else limit
 
 
-@torch.no_grad()
-def greedy(
-    model: Seq2SeqModel, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor,
-    return_attention: bool = False, length_penalty: str = "gnmt", alpha: float = 0.6,
-) -> list[list[Hypothesis]]:
-    """Greedy decoding: the most probable token at every step. One hypothesis per sentence;
-    its score is normalised as :func:`beam_search` would, so n-best lists compare."""
-    B, S = src.shape
-    device = src.device
-    memory = model.encode(src, src_len)
-    state = model.init_state(memory)
-    limit = max_len.to(device)
-    T = int(limit.max())
-    out = torch.full((B, T), EOS, dtype=torch.long, device=device)
-    logp = torch.zeros(B, device=device)
-    attn = torch.zeros(B, T, S, device=device) if return_attention else None
-    prev = torch.full((B,), BOS, dtype=torch.long, device=device)
-    alive = torch.arange(B, device=device)  # rows of the original batch still decoding
-    for step in range(T):
-        log_probs, state, weights = model.decode_step(memory, state, prev, return_attention)
+class WorkingBatch:
+    """The sentences of one input batch that are still being searched, ``width`` rows each.
+
+    Row ``r`` of ``memory``, ``state``, ``prev`` and of every tensor named in ``row_fields``
+    belongs to working sentence ``r // width``; ``sent`` and the tensors named in
+    ``sentence_fields`` have one entry per working sentence. Other attributes (outputs kept per
+    input sentence, the limits, the source lengths) are indexed by input position and never
+    shrink. A strategy subclasses this to add its bookkeeping."""
+
+    row_fields: ClassVar[tuple[str, ...]] = ("prev",)
+    sentence_fields: ClassVar[tuple[str, ...]] = ("sent",)
+
+    def __init__(self, memory: State, state: State, src_len: torch.Tensor,
+                 limit: torch.Tensor, width: int):
+        B, device = limit.numel(), limit.device
+        self.memory, self.state, self.width = memory, state, width
+        self.src_len, self.limit = src_len, limit  # (B,) per input sentence
+        self.sent = torch.arange(B, device=device)  # input index of each working sentence
+        self.prev = torch.full((B * width,), BOS, dtype=torch.long, device=device)
+
+    def at_limit(self, step: int) -> torch.Tensor:
+        """(b,): the working sentences whose next token is their last (only eos may follow)."""
+        return self.limit[self.sent] <= step + 1
+
+    def shrink(self, keep: torch.Tensor) -> None:
+        """Keep only the working sentences ``keep`` (indices into ``sent``) and their rows, in
+        the memory, the decoder state and the strategy's bookkeeping."""
+        offsets = torch.arange(self.width, device=keep.device)
+        rows = ((keep * self.width).unsqueeze(1) + offsets).view(-1)
+        self.memory, self.state = select(self.memory, rows), select(self.state, rows)
+        for names, index in ((self.row_fields, rows), (self.sentence_fields, keep)):
+            for name in names:
+                value = getattr(self, name)
+                if value is not None:
+                    setattr(self, name, value.index_select(0, index))
+
+
+class DecodeStrategy:
+    """One way of searching: the options, the shared loop, and the hooks a strategy fills in
+    (:meth:`begin`, :meth:`advance`, :meth:`finish`)."""
+
+    width: int = 1  # rows (hypotheses) per sentence in the working batch
+
+    def __init__(self, length_penalty: str = "gnmt", alpha: float = 0.6,
+                 return_attention: bool = False):
+        self.penalty = LENGTH_PENALTIES.get(length_penalty)  # an unknown name fails here
+        self.alpha = alpha
+        self.return_attention = return_attention
+
+    def score(self, log_prob: float, length: int) -> float:
+        """The length-normalised score of a hypothesis of ``length`` tokens (eos included)."""
+        return self.penalty.normalise(log_prob, length, self.alpha)
+
+    @torch.no_grad()
+    def search(self, model: Seq2SeqModel, src: torch.Tensor, src_len: torch.Tensor,
+               max_len: torch.Tensor) -> list[list[Hypothesis]]:
+        """Search a padded batch ``src`` (B, S) with output length limits ``max_len`` (B,);
+        per sentence its hypotheses, best first."""
+        memory = model.encode(src, src_len)
+        if self.width > 1:  # every sentence's memory once per beam: (B * K, ...)
+            rows = torch.arange(src.size(0), device=src.device).repeat_interleave(self.width)
+            memory = select(memory, rows)
+        batch = self.begin(memory, model.init_state(memory), src, src_len,
+                           max_len.to(src.device))
+        for step in range(int(batch.limit.max())):
+            log_probs, batch.state, weights = model.decode_step(
+                batch.memory, batch.state, batch.prev, self.return_attention)
+            done = self.advance(batch, step, log_probs, weights)
+            if bool(done.all()):
+                break
+            if bool(done.any()):
+                batch.shrink((~done).nonzero(as_tuple=True)[0])
+        return self.finish(batch)
+
+    def begin(self, memory: State, state: State, src: torch.Tensor, src_len: torch.Tensor,
+              limit: torch.Tensor) -> WorkingBatch:
+        """The working batch at step 0."""
+        raise NotImplementedError
+
+    def advance(self, batch: WorkingBatch, step: int, log_probs: torch.Tensor,
+                weights: torch.Tensor | None) -> torch.Tensor:
+        """Take one step from the model's ``log_probs`` (rows, V) and attention ``weights``:
+        set ``batch.prev`` and record outputs; returns (b,) True for each done sentence."""
+        raise NotImplementedError
+
+    def finish(self, batch: WorkingBatch) -> list[list[Hypothesis]]:
+        """The hypotheses of every input sentence, best first."""
+        raise NotImplementedError
+
+
+class GreedyBatch(WorkingBatch):
+    def __init__(self, memory: State, state: State, src: torch.Tensor, src_len: torch.Tensor,
+                 limit: torch.Tensor, return_attention: bool):
+        super().__init__(memory, state, src_len, limit, width=1)
+        (B, S), T, device = src.shape, int(limit.max()), src.device
+        # per input sentence: the output ids (eos-padded), log P and attention so far
+        self.out = torch.full((B, T), EOS, dtype=torch.long, device=device)
+        self.logp = torch.zeros(B, device=device)
+        self.attn = torch.zeros(B, T, S, device=device) if return_attention else None
+
+
+class Greedy(DecodeStrategy):
+    """Greedy decoding: the most probable token at every step. One hypothesis per sentence; its
+    score is normalised as :class:`Beam` would, so n-best lists compare."""
+
+    def begin(self, memory, state, src, src_len, limit) -> GreedyBatch:
+        return GreedyBatch(memory, state, src, src_len, limit, self.return_attention)
+
+    def advance(self, batch: GreedyBatch, step, log_probs, weights) -> torch.Tensor:
         nxt = log_probs.argmax(dim=-1)  # (b,)
-        nxt = nxt.masked_fill(limit[alive] <= step + 1, EOS)  # the limit includes eos
-        out[alive, step] = nxt
-        logp[alive] += log_probs.gather(1, nxt.unsqueeze(1)).squeeze(1).float()
-        if attn is not None and weights is not None:
-            attn[alive, step] = weights.float()
-        keep = (nxt != EOS).nonzero(as_tuple=True)[0]
-        if keep.numel() == 0:
-            break
-        if keep.numel() < alive.numel():
-            alive = alive[keep]
-            memory, state = select(memory, keep), select(state, keep)
-            nxt = nxt[keep]
-        prev = nxt
-    results = []
-    for i, (row, lp) in enumerate(zip(out.tolist(), logp.tolist())):
-        tokens = row[: row.index(EOS)] if EOS in row else row
-        a = attn[i, : len(tokens) + 1, : int(src_len[i])].cpu() if attn is not None else None
-        score = normalise(lp, len(tokens) + 1, length_penalty, alpha)
-        results.append([Hypothesis(tokens, score, lp, a)])
-    return results
+        nxt = nxt.masked_fill(batch.at_limit(step), EOS)  # the limit includes eos
+        batch.out[batch.sent, step] = nxt
+        batch.logp[batch.sent] += log_probs.gather(1, nxt.unsqueeze(1)).squeeze(1).float()
+        if batch.attn is not None and weights is not None:
+            batch.attn[batch.sent, step] = weights.float()
+        batch.prev = nxt
+        return nxt == EOS
+
+    def finish(self, batch: GreedyBatch) -> list[list[Hypothesis]]:
+        results = []
+        for i, (row, lp) in enumerate(zip(batch.out.tolist(), batch.logp.tolist())):
+            tokens = row[: row.index(EOS)] if EOS in row else row
+            a = None
+            if batch.attn is not None:
+                a = batch.attn[i, : len(tokens) + 1, : int(batch.src_len[i])].cpu()
+            results.append([Hypothesis(tokens, self.score(lp, len(tokens) + 1), lp, a)])
+        return results
 
 
-@torch.no_grad()
-def beam_search(
-    model: Seq2SeqModel, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor,
-    beam_size: int = 5, n_best: int = 1, length_penalty: str = "gnmt", alpha: float = 0.6,
-    return_attention: bool = False,
-) -> list[list[Hypothesis]]:
-    """Batched beam search; returns the ``n_best`` (<= ``beam_size``) best finished hypotheses
-    of every sentence, best first."""
-    if beam_size < 1 or not 1 <= n_best <= beam_size:
-        raise ValueError(f"need 1 <= n_best ({n_best}) <= beam_size ({beam_size})")
-    normalise(0.0, 1, length_penalty, alpha)  # reject an unknown penalty before any work
-    B, S = src.shape
-    K = beam_size
-    device = src.device
-    memory = model.encode(src, src_len)
-    memory = select(memory, torch.arange(B, device=device).repeat_interleave(K))  # (B*K, ...)
-    state = model.init_state(memory)
-    limit = max_len.to(device)
-    sent = torch.arange(B, device=device)  # original index of each sentence still searching
-    # cumulative log-probabilities of the live beams (b, K); at the start only beam 0 is real
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0
-    history = torch.zeros(B * K, 0, dtype=torch.long, device=device)  # tokens so far (b*K, t)
-    attn_hist = torch.zeros(B * K, 0, S, device=device) if return_attention else None
-    prev = torch.full((B * K,), BOS, dtype=torch.long, device=device)
-    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    n_finished = torch.zeros(B, dtype=torch.long, device=device)
-    offsets = torch.arange(K, device=device)
-    for step in range(int(limit.max())):
-        log_probs, state, weights = model.decode_step(memory, state, prev, return_attention)
+class BeamBatch(WorkingBatch):
+    row_fields = ("prev", "history", "attn_hist")
+    sentence_fields = ("sent", "scores")
+
+    def __init__(self, memory: State, state: State, src: torch.Tensor, src_len: torch.Tensor,
+                 limit: torch.Tensor, K: int, return_attention: bool):
+        super().__init__(memory, state, src_len, limit, width=K)
+        (B, S), device = src.shape, src.device
+        # cumulative log-probabilities of the live beams (b, K); at the start only beam 0 is real
+        self.scores = torch.full((B, K), float("-inf"), device=device)
+        self.scores[:, 0] = 0.0
+        self.history = torch.zeros(B * K, 0, dtype=torch.long, device=device)  # tokens (b*K, t)
+        self.attn_hist = torch.zeros(B * K, 0, S, device=device) if return_attention else None
+        self.finished: list[list[Hypothesis]] = [[] for _ in range(B)]  # per input sentence
+        self.n_finished = torch.zeros(B, dtype=torch.long, device=device)
+
+
+class Beam(DecodeStrategy):
+    """Batched beam search with ``beam_size`` beams; returns the ``n_best`` (<= ``beam_size``)
+    best finished hypotheses of every sentence, best first."""
+
+    def __init__(self, beam_size: int = 5, n_best: int = 1, length_penalty: str = "gnmt",
+                 alpha: float = 0.6, return_attention: bool = False):
+        if beam_size < 1 or not 1 <= n_best <= beam_size:
+            raise ValueError(f"need 1 <= n_best ({n_best}) <= beam_size ({beam_size})")
+        super().__init__(length_penalty, alpha, return_attention)
+        self.width, self.n_best = beam_size, n_best
+
+    def begin(self, memory, state, src, src_len, limit) -> BeamBatch:
+        return BeamBatch(memory, state, src, src_len, limit, self.width, self.return_attention)
+
+    def advance(self, batch: BeamBatch, step, log_probs, weights) -> torch.Tensor:
+        K = self.width
         log_probs = log_probs.float()  # (b*K, V)
-        b, V = sent.numel(), log_probs.size(-1)
-        at_limit = limit[sent] <= step + 1  # (b,): only eos may follow
-        if bool(at_limit.any()):
+        b, V = batch.sent.numel(), log_probs.size(-1)
+        at_limit = batch.at_limit(step)
+        if bool(at_limit.any()):  # only eos may follow
             rows = at_limit.repeat_interleave(K)
             eos_lp = log_probs[rows, EOS]
             log_probs[rows] = float("-inf")
             log_probs[rows, EOS] = eos_lp
         # score every continuation of every beam: (b, K*V); keep the 2K best
-        cand = (scores.view(-1, 1) + log_probs).view(b, K * V)
+        cand = (batch.scores.view(-1, 1) + log_probs).view(b, K * V)
         top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # sorted, best first
         top_beam, top_tok = top_idx // V, top_idx % V
-        src_row = (torch.arange(b, device=device) * K).unsqueeze(1) + top_beam  # (b, 2K)
+        src_row = (torch.arange(b, device=cand.device) * K).unsqueeze(1) + top_beam  # (b, 2K)
         is_eos = top_tok == EOS
+        self._end_hypotheses(batch, step, top_scores, src_row, is_eos, weights)
+        self._next_beams(batch, top_scores, src_row, top_tok, is_eos, weights)
+        # sentences with K finished hypotheses, or at their limit, are done
+        return (batch.n_finished[batch.sent] >= K) | at_limit
 
-        # eos among the K best candidates ends a hypothesis (never extended afterwards)
+    def _end_hypotheses(self, batch: BeamBatch, step: int, top_scores: torch.Tensor,
+                        src_row: torch.Tensor, is_eos: torch.Tensor,
+                        weights: torch.Tensor | None) -> None:
+        """eos among the K best candidates ends a hypothesis (never extended afterwards)."""
+        K = self.width
         ends = is_eos[:, :K] & torch.isfinite(top_scores[:, :K])
-        if bool(ends.any()):
-            n_finished.index_add_(0, sent, ends.sum(dim=1))
-            step_attn = None
-            if attn_hist is not None and weights is not None:
-                step_attn = torch.cat([attn_hist, weights.float().unsqueeze(1)], dim=1)
-            for i, j in ends.nonzero().tolist():
-                r = int(src_row[i, j])
-                lp = float(top_scores[i, j])
-                a = None
-                if step_attn is not None:
-                    a = step_attn[r, :, : int(src_len[sent[i]])].cpu()
-                finished[int(sent[i])].append(Hypothesis(
-                    history[r].tolist(), normalise(lp, step + 1, length_penalty, alpha), lp, a))
+        if not bool(ends.any()):
+            return
+        batch.n_finished.index_add_(0, batch.sent, ends.sum(dim=1))
+        step_attn = None
+        if batch.attn_hist is not None and weights is not None:
+            step_attn = torch.cat([batch.attn_hist, weights.float().unsqueeze(1)], dim=1)
+        for i, j in ends.nonzero().tolist():
+            r, lp, s = int(src_row[i, j]), float(top_scores[i, j]), int(batch.sent[i])
+            a = step_attn[r, :, : int(batch.src_len[s])].cpu() if step_attn is not None else None
+            batch.finished[s].append(
+                Hypothesis(batch.history[r].tolist(), self.score(lp, step + 1), lp, a))
 
-        # the K best candidates that do not end in eos are the next beams
-        order = (is_eos.long() * is_eos.size(1)
-                 + torch.arange(is_eos.size(1), device=device)).argsort(dim=1)[:, :K]
-        scores = top_scores.gather(1, order)  # (b, K)
+    def _next_beams(self, batch: BeamBatch, top_scores: torch.Tensor, src_row: torch.Tensor,
+                    top_tok: torch.Tensor, is_eos: torch.Tensor,
+                    weights: torch.Tensor | None) -> None:
+        """The K best candidates that do not end in eos are the next beams."""
+        width = is_eos.size(1)
+        order = (is_eos.long() * width
+                 + torch.arange(width, device=is_eos.device)).argsort(dim=1)[:, : self.width]
+        batch.scores = top_scores.gather(1, order)  # (b, K)
         rows = src_row.gather(1, order).view(-1)  # (b*K,)
-        prev = top_tok.gather(1, order).view(-1)
-        state = select(state, rows)
-        history = torch.cat([history.index_select(0, rows), prev.unsqueeze(1)], dim=1)
-        if attn_hist is not None and weights is not None:
-            attn_hist = torch.cat([attn_hist.index_select(0, rows),
-                                   weights.float().index_select(0, rows).unsqueeze(1)], dim=1)
+        batch.prev = top_tok.gather(1, order).view(-1)
+        batch.state = select(batch.state, rows)
+        batch.history = torch.cat([batch.history.index_select(0, rows),
+                                   batch.prev.unsqueeze(1)], dim=1)
+        if batch.attn_hist is not None and weights is not None:
+            batch.attn_hist = torch.cat([batch.attn_hist.index_select(0, rows),
+                                         weights.float().index_select(0, rows).unsqueeze(1)],
+                                        dim=1)
 
-        # sentences with K finished hypotheses, or at their limit, leave the batch
-        done = (n_finished[sent] >= K) | at_limit
-        if bool(done.all()):
-            break
-        if bool(done.any()):
-            keep = (~done).nonzero(as_tuple=True)[0]
-            rows = ((keep * K).unsqueeze(1) + offsets).view(-1)
-            sent, scores = sent[keep], scores[keep]
-            memory, state = select(memory, rows), select(state, rows)
-            history, prev = history.index_select(0, rows), prev.index_select(0, rows)
-            if attn_hist is not None:
-                attn_hist = attn_hist.index_select(0, rows)
-    # stable sort: among equal scores the earlier-finished hypothesis stays first
-    return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
+    def finish(self, batch: BeamBatch) -> list[list[Hypothesis]]:
+        # stable sort: among equal scores the earlier-finished hypothesis stays first
+        return [sorted(f, key=lambda h: -h.score)[: self.n_best] for f in batch.finished]
+
+
+def make_search(decode: DecodeConfig, return_attention: bool = False) -> DecodeStrategy:
+    """The strategy that ``decode`` asks for: greedy search for ``beam_size`` 1, else beam
+    search."""
+    if decode.beam_size == 1:
+        return Greedy(decode.length_penalty, decode.alpha, return_attention)
+    return Beam(decode.beam_size, decode.n_best, decode.length_penalty, decode.alpha,
+                return_attention)

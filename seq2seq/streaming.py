@@ -12,9 +12,10 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
-from seq2seq.inference import Translator
+from seq2seq.inference import Translation, Translator
 
 _EOF = object()
 
@@ -27,23 +28,13 @@ def _reader(stream: BinaryIO, q: queue.Queue) -> None:
         q.put(_EOF)
 
 
-def translate_stream(tr: Translator, stream: BinaryIO, out: TextIO,
-                     err: TextIO | None = None, n_best: int | None = None,
-                     plotter=None) -> int:
-    """Translate ``stream`` line by line into ``out`` in batches of at most
-    ``tr.config.decode.batch_size`` lines; returns the number of lines. With ``n_best``, every
-    line gives exactly that many lines ``SCORE<TAB>TEXT``; a ``plotter``
-    (:class:`seq2seq.plotting.AttentionPlotter`) draws every sentence's attention."""
-    err = err or sys.stderr
-    size = tr.config.decode.batch_size
-    q: queue.Queue = queue.Queue(maxsize=4 * size)
-    threading.Thread(target=_reader, args=(stream, q), daemon=True).start()
-    line_no = 0
-    finished = False
-    while not finished:
+def _batches(q: queue.Queue, size: int) -> Iterator[list[bytes]]:
+    """Block for one line, then take every further line that is already waiting, up to
+    ``size`` lines; until the end of the input."""
+    while True:
         item = q.get()
         if item is _EOF:
-            break
+            return
         raw_lines = [item]
         while len(raw_lines) < size:
             try:
@@ -51,26 +42,48 @@ def translate_stream(tr: Translator, stream: BinaryIO, out: TextIO,
             except queue.Empty:
                 break
             if item is _EOF:
-                finished = True
-                break
+                yield raw_lines
+                return
             raw_lines.append(item)
-        texts = []
-        for raw in raw_lines:
-            line_no += 1
-            try:
-                texts.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError:
-                err.write(f"warning: line {line_no} is not valid UTF-8; writing an empty line\n")
-                texts.append("")
-        results = tr.translate_nbest(texts)
-        for i, nbest in enumerate(results):
-            if n_best:
-                rows = [f"{h.score:.4f}\t{h.text}" for h in nbest[:n_best]]
-                rows += ["\t"] * (n_best - len(rows))
-                out.write("\n".join(rows) + "\n")
-            else:
-                out.write((nbest[0].text if nbest else "") + "\n")
+        yield raw_lines
+
+
+def _text(raw: bytes, line_no: int, err: TextIO) -> str:
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        err.write(f"warning: line {line_no} is not valid UTF-8; writing an empty line\n")
+        return ""
+
+
+def _write(out: TextIO, nbest: list[Translation], n_best: int | None) -> None:
+    if n_best:
+        rows = [f"{h.score:.4f}\t{h.text}" for h in nbest[:n_best]]
+        rows += ["\t"] * (n_best - len(rows))
+        out.write("\n".join(rows) + "\n")
+    else:
+        out.write((nbest[0].text if nbest else "") + "\n")
+
+
+def translate_stream(tr: Translator, stream: BinaryIO, out: TextIO,
+                     err: TextIO | None = None, n_best: int | None = None,
+                     plotter=None) -> int:
+    """Translate ``stream`` line by line into ``out`` in batches of at most
+    ``tr.decode.batch_size`` lines; returns the number of lines. With ``n_best``, every
+    line gives exactly that many lines ``SCORE<TAB>TEXT``; a ``plotter``
+    (:class:`seq2seq.plotting.AttentionPlotter`) draws every sentence's attention."""
+    err = err or sys.stderr
+    size = tr.decode.batch_size
+    q: queue.Queue = queue.Queue(maxsize=4 * size)
+    threading.Thread(target=_reader, args=(stream, q), daemon=True).start()
+    line_no = 0
+    for raw_lines in _batches(q, size):
+        first = line_no + 1
+        texts = [_text(raw, first + i, err) for i, raw in enumerate(raw_lines)]
+        line_no += len(texts)
+        for i, nbest in enumerate(tr.translate_nbest(texts)):
+            _write(out, nbest, n_best)
             if plotter is not None and nbest:
-                plotter.plot(line_no - len(texts) + i + 1, nbest[0])
+                plotter.plot(first + i, nbest[0])
         out.flush()
     return line_no

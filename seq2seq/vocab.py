@@ -5,7 +5,7 @@ Trained models are cached under ``$SEQ2SEQ_CACHE`` (default ``~/.cache/seq2seq``
 the training text and the settings, so an unchanged setup reuses them, and copied into the run
 directory so that ``eval`` and ``translate`` need nothing but the run.
 
-Every vocabulary uses the same special ids: pad 0, unk 1, bos 2, eos 3.
+Every vocabulary uses the special ids of ``seq2seq/special.py``: pad 0, unk 1, bos 2, eos 3.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import sentencepiece as spm
 
 from seq2seq.config import VocabConfig
 from seq2seq.errors import CheckpointError, DataError, one_line
+from seq2seq.special import BOS, EOS, PAD, UNK
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
+__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "cache_root", "train_or_load"]
 
 
 def cache_root() -> Path:
@@ -152,12 +153,3 @@ def train_or_load(
     if cfg.joint:
         return vocabs["joint"], vocabs["joint"]
     return vocabs["src"], vocabs["tgt"]
-
-
-def load_from_run(run_dir: Path) -> tuple[Vocab, Vocab]:
-    """The vocabulary stored in a run directory."""
-    d = Path(run_dir) / "vocab"
-    if (d / "joint.model").is_file():
-        v = Vocab(d / "joint.model")
-        return v, v
-    return Vocab(d / "src.model"), Vocab(d / "tgt.model")

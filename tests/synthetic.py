@@ -8,7 +8,7 @@ import random
 import torch
 
 from seq2seq.batching import make_batch
-from seq2seq.search import greedy
+from seq2seq.search import Greedy
 from seq2seq.training import batch_loss
 
 N_SYMBOLS = 20
@@ -63,7 +63,7 @@ def accuracy(model, target, min_len, max_len, gen, n: int = 200) -> float:
     model.eval()
     src = sequences(n, min_len, max_len, gen)
     b = make_batch(src)
-    hyps = [h[0].tokens for h in greedy(model, b.src, b.src_len, b.src_len + 5)]
+    hyps = [h[0].tokens for h in Greedy().search(model, b.src, b.src_len, b.src_len + 5)]
     correct = total = 0
     for s, h in zip(src, hyps):
         ref = target(s)

@@ -35,8 +35,6 @@ def test_missing_and_foreign(tmp_path):
     torch.save({"weights": 1}, tmp_path / "y.pt")
     with pytest.raises(CheckpointError, match="not a seq2seq checkpoint"):
         ckpt.load(tmp_path / "y.pt")
-    with pytest.raises(CheckpointError, match="run directory not found"):
-        ckpt.resolve(tmp_path / "no-run")
 
 
 WRITER = """
@@ -86,17 +84,3 @@ def test_average_is_the_elementwise_mean(tmp_path):
     ckpt.save_atomic(c, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="shape"):
         ckpt.average_checkpoints([tmp_path / "a.pt", tmp_path / "c.pt"], tmp_path / "x.pt")
-
-
-def test_pick_checkpoints(tmp_path):
-    for update, score in ((10, 5.0), (20, 9.0), (30, 7.0)):
-        ckpt.save_atomic({"model": {}, "config": {}, "score": score},
-                         tmp_path / f"ckpt_{update:07d}.pt")
-    names = lambda ps: [p.name for p in ps]  # noqa: E731
-    assert names(ckpt.pick_checkpoints(tmp_path, last=2)) == ["ckpt_0000020.pt",
-                                                              "ckpt_0000030.pt"]
-    assert names(ckpt.pick_checkpoints(tmp_path, best=2)) == ["ckpt_0000020.pt",
-                                                              "ckpt_0000030.pt"]
-    assert names(ckpt.pick_checkpoints(tmp_path, best=1)) == ["ckpt_0000020.pt"]
-    with pytest.raises(CheckpointError, match="only 3"):
-        ckpt.pick_checkpoints(tmp_path, last=4)

@@ -3,7 +3,7 @@ import torch
 
 from seq2seq.config import ModelConfig, load_config
 from seq2seq.models import build_model, select
-from seq2seq.vocab import BOS
+from seq2seq.special import BOS
 
 V = 30
 VARIANTS = {
@@ -168,3 +168,14 @@ def test_transformer_parameter_count_of_the_cpu_config():
     model = build_model(cfg.model, 8000, 8000)
     # 3+3 layers, d_model 256, ff 1024, shared and tied 8k embeddings: about 7.6M parameters
     assert 7.0e6 < model.num_parameters() < 8.2e6
+
+
+@pytest.mark.parametrize(("name", "cls", "max_positions"), [
+    ("bahdanau-gru", "BahdanauRNN", None), ("luong-concat", "LuongRNN", None),
+    ("sutskever-reversed", "SutskeverRNN", None), ("cho", "ChoRNN", None),
+    ("transformer-post", "Transformer", 1024),
+])
+def test_build_model_picks_the_registered_class(name, cls, max_positions):
+    model = model_for(VARIANTS[name])
+    assert type(model).__name__ == cls
+    assert model.max_positions == max_positions

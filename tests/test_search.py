@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from seq2seq.batching import make_batch
-from seq2seq.config import load_config
+from seq2seq.config import DecodeConfig, load_config
+from seq2seq.errors import ConfigError
 from seq2seq.models import build_model
 from seq2seq.models.base import Seq2SeqModel
-from seq2seq.search import beam_search, greedy, max_lengths, normalise
-from seq2seq.vocab import BOS, EOS
+from seq2seq.search import Beam, Greedy, make_search, max_lengths, normalise
+from seq2seq.special import BOS, EOS
 
 ARCHS = {
     "rnn": [],
@@ -40,10 +41,10 @@ def test_greedy_batch_equals_alone(arch):
     src = sources()
     b = make_batch(src)
     limit = max_lengths(b.src_len, 1.5, 5)
-    batched = greedy(m, b.src, b.src_len, limit, return_attention=True)
+    batched = Greedy(return_attention=True).search(m, b.src, b.src_len, limit)
     for i, s in enumerate(src):
         one = make_batch([s])
-        alone = greedy(m, one.src, one.src_len, limit[i : i + 1], return_attention=True)
+        alone = Greedy(return_attention=True).search(m, one.src, one.src_len, limit[i : i + 1])
         assert alone[0][0].tokens == batched[i][0].tokens
         assert alone[0][0].log_prob == pytest.approx(batched[i][0].log_prob, abs=1e-4)
         torch.testing.assert_close(alone[0][0].attention, batched[i][0].attention,
@@ -56,8 +57,8 @@ def test_length_limit_and_no_eos_in_output(arch):
     src = sources()
     b = make_batch(src)
     limit = torch.full((len(src),), 3)
-    for out in (greedy(m, b.src, b.src_len, limit, return_attention=True),
-                beam_search(m, b.src, b.src_len, limit, 3, return_attention=True)):
+    for out in (Greedy(return_attention=True).search(m, b.src, b.src_len, limit),
+                Beam(3, return_attention=True).search(m, b.src, b.src_len, limit)):
         for hyps, n in zip(out, b.src_len.tolist()):
             h = hyps[0]
             assert len(h.tokens) <= 2 and EOS not in h.tokens  # the limit counts the final eos
@@ -70,8 +71,8 @@ def test_beam_one_equals_greedy(arch):
     m = model(arch)
     b = make_batch(sources(20, seed=5))
     limit = max_lengths(b.src_len, 1.5, 5)
-    g = greedy(m, b.src, b.src_len, limit)
-    k1 = beam_search(m, b.src, b.src_len, limit, beam_size=1)
+    g = Greedy().search(m, b.src, b.src_len, limit)
+    k1 = Beam(beam_size=1).search(m, b.src, b.src_len, limit)
     assert tokens(k1) == tokens(g)
     for x, y in zip(g, k1):
         assert x[0].score == pytest.approx(y[0].score, abs=1e-4)
@@ -83,10 +84,11 @@ def test_beam_batch_of_64_equals_alone(arch):
     src = sources(64, seed=7)
     b = make_batch(src)
     limit = max_lengths(b.src_len, 1.5, 5)
-    batched = beam_search(m, b.src, b.src_len, limit, beam_size=4, n_best=2)
+    beam = Beam(beam_size=4, n_best=2)
+    batched = beam.search(m, b.src, b.src_len, limit)
     for i, s in enumerate(src):
         one = make_batch([s])
-        alone = beam_search(m, one.src, one.src_len, limit[i : i + 1], beam_size=4, n_best=2)
+        alone = beam.search(m, one.src, one.src_len, limit[i : i + 1])
         assert [h.tokens for h in alone[0]] == [h.tokens for h in batched[i]]
 
 
@@ -95,8 +97,8 @@ def test_nbest_sorted_and_first_is_one_best(arch):
     m = model(arch)
     b = make_batch(sources(16, seed=11))
     limit = max_lengths(b.src_len, 1.5, 5)
-    one = beam_search(m, b.src, b.src_len, limit, beam_size=5, n_best=1)
-    five = beam_search(m, b.src, b.src_len, limit, beam_size=5, n_best=5)
+    one = Beam(beam_size=5, n_best=1).search(m, b.src, b.src_len, limit)
+    five = Beam(beam_size=5, n_best=5).search(m, b.src, b.src_len, limit)
     for a, lst in zip(one, five):
         assert len(lst) == 5
         scores = [h.score for h in lst]
@@ -141,9 +143,9 @@ def test_beam_finds_the_best_sequence_greedy_misses(penalty):
     src = torch.tensor([[7, 8, EOS], [7, EOS, 0]])
     src_len = torch.tensor([3, 2])
     limit = torch.tensor([8, 8])
-    g = greedy(m, src, src_len, limit)
+    g = Greedy().search(m, src, src_len, limit)
     assert g[0][0].tokens == [4] * 7  # a, a, a, ... until the length limit
-    out = beam_search(m, src, src_len, limit, beam_size=2, n_best=2, length_penalty=penalty)
+    out = Beam(beam_size=2, n_best=2, length_penalty=penalty).search(m, src, src_len, limit)
     for nbest in out:
         assert nbest[0].tokens == [5]
         assert nbest[0].log_prob == pytest.approx(math.log(0.36), abs=1e-5)
@@ -158,10 +160,22 @@ def test_normalise():
     assert normalise(-2.0, 4, "average") == -0.5
     assert normalise(-2.0, 1, "gnmt", 0.6) == -2.0
     assert normalise(-2.0, 7, "gnmt", 1.0) == pytest.approx(-1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         normalise(-1.0, 1, "bogus")
 
 
 def test_max_lengths():
     assert max_lengths(torch.tensor([2, 10]), 1.5, 4).tolist() == [7, 19]
     assert max_lengths(torch.tensor([2, 10]), 1.5, 4, cap=12).tolist() == [7, 12]
+
+
+def test_make_search_picks_the_strategy_and_checks_options():
+    greedy = make_search(DecodeConfig(beam_size=1, length_penalty="average"))
+    assert type(greedy) is Greedy and greedy.penalty.name == "average"
+    beam = make_search(DecodeConfig(beam_size=4, n_best=3, alpha=1.0), return_attention=True)
+    assert type(beam) is Beam and (beam.width, beam.n_best, beam.alpha) == (4, 3, 1.0)
+    assert beam.return_attention
+    with pytest.raises(ConfigError):  # before any work
+        Beam(length_penalty="bogus")
+    with pytest.raises(ValueError):
+        Beam(beam_size=2, n_best=3)

@@ -158,7 +158,7 @@ def test_gradient_accumulation_equals_one_big_batch(toy_data, tmp_path):
         return {n: p.grad.clone() for n, p in tr.model.named_parameters()}, tr
 
     _, tr = grads([np.arange(4)])
-    a, b = tr.batches.epoch(1)[:2]
+    a, b = tr.data.batches.epoch(1)[:2]
     two, _ = grads([a, b], "train.accumulate=2")
     one, _ = grads([np.concatenate([a, b])])
     for name in one:

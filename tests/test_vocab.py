@@ -5,7 +5,8 @@ import pytest
 from seq2seq import vocab as vocab_mod
 from seq2seq.config import VocabConfig
 from seq2seq.errors import CheckpointError
-from seq2seq.vocab import BOS, EOS, PAD, UNK, Vocab, load_from_run, train_or_load
+from seq2seq.run import RunDir
+from seq2seq.vocab import BOS, EOS, PAD, UNK, Vocab, train_or_load
 
 
 def corpus(n=400, seed=0):
@@ -36,7 +37,7 @@ def test_separate_vocabularies(tmp_path, kind):
     sv, tv = train_or_load(cfg, src, tgt, tmp_path / "vocab")
     assert sv is not tv
     assert tv.decode(tv.encode(tgt[:5])) == tgt[:5]
-    sv2, tv2 = load_from_run(tmp_path)
+    sv2, tv2 = RunDir(tmp_path).vocabularies()
     assert sv2.encode(src[:3]) == sv.encode(src[:3])
 
 

@@ -28,6 +28,10 @@ def select(tree: State, index: torch.Tensor) -> State:
 class Seq2SeqModel(nn.Module):
     """Abstract encoder-decoder."""
 
+    #: The longest sequence (in tokens, source or target) the model can read or write, e.g. the
+    #: size of the Transformer's position table; None: no limit.
+    max_positions: int | None = None
+
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> State:
         """src (B, S) ids, src_len (B,) -> memory; ``memory['mask']`` is (B, S), True = token."""
         raise NotImplementedError

@@ -24,19 +24,30 @@ Decoders (``model.decoder``); ``E y`` is the embedded previous target word:
   Without input feeding the recurrence runs over the whole target at once in training.
 
 The output layer is ``softmax(W_out t)``; ``W_out`` is tied to the target embedding on request.
+
+:class:`RNNSeq2Seq` holds what the decoders share (embeddings, :class:`Encoder`, bridge, output
+layer, the step-wise loop); each decoder is a subclass bound to its choice in
+:data:`seq2seq.choices.DECODERS` that builds its own modules and defines one target step.
+:func:`build_rnn`, bound to the ``rnn`` architecture, picks the subclass.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.attention import build_attention
-from seq2seq.config import ModelConfig
+from seq2seq import choices
+from seq2seq.attention import MultiHeadAttention, build_attention
+from seq2seq.choices import ARCHITECTURES, DECODERS
 from seq2seq.models.base import Seq2SeqModel, State
-from seq2seq.vocab import PAD
+from seq2seq.special import PAD
+
+if TYPE_CHECKING:
+    from seq2seq.config import ModelConfig
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -52,25 +63,24 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
+    """Embeddings -> (bi)GRU/LSTM over the packed source, ``cfg.encoder_hidden`` per direction."""
+
     def __init__(self, cfg: ModelConfig, embedding: nn.Embedding):
         super().__init__()
         self.embedding = embedding
         self.bidirectional = cfg.bidirectional
         self.reverse = cfg.reverse_source
         self.layers = cfg.encoder_layers
-        self.hidden = cfg.encoder_hidden_size or (
-            cfg.hidden_size // 2 if cfg.bidirectional else cfg.hidden_size
-        )
         self.rnn = CELLS[cfg.cell](
-            cfg.embed_size, self.hidden, num_layers=cfg.encoder_layers, batch_first=True,
+            cfg.embed_size, cfg.encoder_hidden, num_layers=cfg.encoder_layers, batch_first=True,
             bidirectional=cfg.bidirectional,
             dropout=cfg.dropout if cfg.encoder_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.output_size = self.hidden * (2 if cfg.bidirectional else 1)
 
     def forward(self, src, src_len):
-        """src (B, S) -> annotations (B, S, De), final states [h (, c)], each (layers, B, De)."""
+        """src (B, S) -> annotations (B, S, De), final states [h (, c)], each (layers, B, De);
+        ``De = cfg.encoder_output_size``."""
         x = self.dropout(self.embedding(src))  # (B, S, E)
         if self.reverse:
             x = reverse_padded(x, src_len)
@@ -89,63 +99,60 @@ class Encoder(nn.Module):
         return out, merged
 
 
+def decoder_rnn(cfg: ModelConfig, input_size: int) -> nn.Module:
+    """The decoder's recurrence ``f``: ``decoder_layers`` GRU/LSTM layers of ``hidden_size``."""
+    return CELLS[cfg.cell](
+        input_size, cfg.hidden_size, num_layers=cfg.decoder_layers, batch_first=True,
+        dropout=cfg.dropout if cfg.decoder_layers > 1 else 0.0,
+    )
+
+
 class RNNSeq2Seq(Seq2SeqModel):
+    """What every RNN decoder shares: the embeddings, the :class:`Encoder`, the bridge
+    ``s_0 = tanh(W_s h_final)``, the output layer, and decoding one step at a time.
+
+    A subclass creates its own modules in :meth:`_build_decoder` (the recurrence ``self.rnn``,
+    then any attention and output layer) and defines one target step in :meth:`_step`. The
+    modules are created in the order ``tgt_embedding`` (shared with the source on request),
+    ``encoder``, ``bridge``, the decoder's, ``dropout``, ``generator``: parameter names and
+    initialisation follow from it."""
+
+    attentional: ClassVar[bool] = False  # whether decode_step returns attention weights
+
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
         self.cfg = cfg
-        self.kind = cfg.decoder
-        self.attentional = cfg.decoder in ("bahdanau", "luong")
-        self.input_feeding = cfg.attention.input_feeding and cfg.decoder == "luong"
         self.is_lstm = cfg.cell == "lstm"
-        H, E = cfg.hidden_size, cfg.embed_size
+        H, E, De = cfg.hidden_size, cfg.embed_size, cfg.encoder_output_size
 
         src_emb = nn.Embedding(src_vocab_size, E, padding_idx=PAD)
         self.tgt_embedding = src_emb if cfg.share_embeddings else nn.Embedding(
             tgt_vocab_size, E, padding_idx=PAD
         )
         self.encoder = Encoder(cfg, src_emb)
-        De = self.encoder.output_size
         self.dec_layers = cfg.decoder_layers
         self.layerwise_bridge = cfg.encoder_layers == cfg.decoder_layers
 
         # s_0 = tanh(W_s h_final) (and the same for the LSTM cell state).
         self.bridge = nn.ModuleList(nn.Linear(De, H) for _ in range(2 if self.is_lstm else 1))
-        if self.kind == "cho":
-            self.summary = nn.Linear(De, De)  # c = tanh(V h_final)
-
-        context_in = De if self.kind in ("bahdanau", "cho") else 0
-        rnn_in = E + context_in + (H if self.input_feeding else 0)
-        self.rnn = CELLS[cfg.cell](
-            rnn_in, H, num_layers=cfg.decoder_layers, batch_first=True,
-            dropout=cfg.dropout if cfg.decoder_layers > 1 else 0.0,
-        )
-        if self.attentional:
-            self.attention = build_attention(H, De, cfg.attention)
-        if self.kind in ("bahdanau", "cho"):
-            self.output_layer = nn.Linear(H + De + E, H)  # deep output t_i
-        elif self.kind == "luong":
-            self.output_layer = nn.Linear(De + H, H, bias=False)  # W_c
+        self._build_decoder(cfg, E, H, De)
         self.dropout = nn.Dropout(cfg.dropout)
         self.generator = nn.Linear(H, tgt_vocab_size)
         if cfg.tie_output:
             self.generator.weight = self.tgt_embedding.weight
         self.init_parameters()
 
-    def set_hard_attention(self, hard: bool) -> None:
-        """Attend only to the argmax position at inference (soft attention in training)."""
-        if self.attentional:
-            self.attention.hard = hard
+    def _build_decoder(self, cfg: ModelConfig, E: int, H: int, De: int) -> None:
+        """Create the decoder's modules: ``self.rnn`` first, then attention and output layer.
+        E: embedding size, H: decoder hidden size, De: encoder output size."""
+        raise NotImplementedError
 
     # ---- encoder -----------------------------------------------------------------------------
 
     def encode(self, src, src_len) -> State:
         values, finals = self.encoder(src, src_len)
         memory: State = {"mask": src != PAD}  # (B, S)
-        if self.attentional:
-            memory["values"] = values  # (B, S, De)
-            memory["keys"] = self.attention.project_keys(values)
-        if self.kind == "cho":
-            memory["context"] = torch.tanh(self.summary(finals[0][-1])).unsqueeze(1)  # (B, 1, De)
+        memory.update(self._encode_extras(values, finals))
         for name, final, bridge in zip(("h0", "c0"), finals, self.bridge):
             if self.layerwise_bridge:
                 s0 = torch.tanh(bridge(final)).transpose(0, 1)  # (B, layers, H)
@@ -154,15 +161,23 @@ class RNNSeq2Seq(Seq2SeqModel):
             memory[name] = s0.contiguous()
         return memory
 
+    def _encode_extras(self, values: torch.Tensor, finals: list[torch.Tensor]) -> State:
+        """What the decoder keeps of the annotations (B, S, De) and final states besides
+        ``s_0``: nothing by default."""
+        return {}
+
     def init_state(self, memory: State) -> State:
         state = {"h": memory["h0"]}  # (B, layers, H)
         if self.is_lstm:
             state["c"] = memory["c0"]
+        state.update(self._initial_extras(memory))
         B = memory["h0"].size(0)
-        if self.input_feeding:
-            state["feed"] = memory["h0"].new_zeros(B, self.cfg.hidden_size)
         state["step"] = torch.zeros(B, 1, dtype=torch.long, device=memory["h0"].device)
         return state
+
+    def _initial_extras(self, memory: State) -> State:
+        """Decoder-specific parts of the initial state: nothing by default."""
+        return {}
 
     # ---- decoder -----------------------------------------------------------------------------
 
@@ -175,36 +190,28 @@ class RNNSeq2Seq(Seq2SeqModel):
         out, h = self.rnn(x, h)
         return out, {"h": h.transpose(0, 1)}
 
-    def _attend(self, memory, query, positions):
-        return self.attention(query, memory["keys"], memory["values"], memory["mask"], positions)
+    def _feed_context(self, emb, context, state):
+        """The Cho and Bahdanau recurrence and deep output: ``s_i = f(s_{i-1}, [E y_{i-1}; c_i])``,
+        ``t_i = tanh(W_o [s_i; c_i; E y_{i-1}])``. emb (B, 1, E), context (B, 1, De)
+        -> t_i (B, 1, H), new state."""
+        out, new = self._rnn(torch.cat([emb, context], dim=-1), state)
+        return torch.tanh(self.output_layer(torch.cat([out, context, emb], dim=-1))), new
 
-    def _step(self, memory, state, emb):
-        """One target step. emb (B, 1, E) -> output vector (B, 1, H), state, weights (B, 1, S)."""
-        step = state["step"]  # (B, 1) target position t
-        weights = None
-        if self.kind in ("bahdanau", "cho"):
-            if self.kind == "bahdanau":
-                query = state["h"][:, -1:]  # s_{i-1}, top layer: (B, 1, H)
-                context, weights = self._attend(memory, query, step)  # (B, 1, De)
-            else:
-                context = memory["context"]
-            out, new = self._rnn(torch.cat([emb, context], dim=-1), state)
-            t = torch.tanh(self.output_layer(torch.cat([out, context, emb], dim=-1)))
-        elif self.kind == "sutskever":
-            t, new = self._rnn(emb, state)
-        else:  # luong
-            x = torch.cat([emb, state["feed"].unsqueeze(1)], dim=-1) if self.input_feeding else emb
-            out, new = self._rnn(x, state)
-            context, weights = self._attend(memory, out, step)  # attend with h_t
-            t = torch.tanh(self.output_layer(torch.cat([context, out], dim=-1)))  # h~_t
-            if self.input_feeding:
-                new["feed"] = self.dropout(t[:, 0])
-        new["step"] = step + 1
+    def _step(self, memory: State, state: State, emb: torch.Tensor
+              ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+        """One target step at position ``state['step']`` (B, 1). emb (B, 1, E) -> output
+        vector (B, 1, H), new state (without ``step``), weights (B, 1, S) or None."""
+        raise NotImplementedError
+
+    def _advance(self, memory, state, emb):
+        """:meth:`_step`, then move on to the next target position."""
+        t, new, weights = self._step(memory, state, emb)
+        new["step"] = state["step"] + 1
         return t, new, weights
 
     def decode_step(self, memory, state, prev, need_attention=True):
         emb = self.tgt_embedding(prev).unsqueeze(1)  # (B, 1, E)
-        t, state, weights = self._step(memory, state, emb)
+        t, state, weights = self._advance(memory, state, emb)
         log_probs = F.log_softmax(self.project(t[:, 0]), dim=-1)  # (B, V)
         return log_probs, state, (weights[:, 0] if weights is not None else None)
 
@@ -215,20 +222,140 @@ class RNNSeq2Seq(Seq2SeqModel):
         memory = self.encode(src, src_len)
         state = self.init_state(memory)
         emb = self.dropout(self.tgt_embedding(tgt_in))  # (B, T, E)
-        T = tgt_in.size(1)
-        if self.kind == "sutskever" or (self.kind == "luong" and not self.input_feeding):
-            # No dependence between steps except through the RNN: run it over the whole target.
-            out, _ = self._rnn(emb, state)  # (B, T, H)
-            if self.kind == "sutskever":
-                outputs = out
-            else:
-                positions = torch.arange(T, device=src.device).expand(src.size(0), T)
-                context, _ = self._attend(memory, out, positions)
-                outputs = torch.tanh(self.output_layer(torch.cat([context, out], dim=-1)))
-        else:
-            steps = []
-            for i in range(T):
-                t, state, _ = self._step(memory, state, emb[:, i : i + 1])
-                steps.append(t)
-            outputs = torch.cat(steps, dim=1)  # (B, T, H)
-        return self.dropout(outputs)  # (B, T, H)
+        return self.dropout(self._teacher_forced(memory, state, emb))  # (B, T, H)
+
+    def _teacher_forced(self, memory, state, emb):
+        """emb (B, T, E) -> the output vectors of every step (B, T, H), one step at a time."""
+        steps = []
+        for i in range(emb.size(1)):
+            t, state, _ = self._advance(memory, state, emb[:, i : i + 1])
+            steps.append(t)
+        return torch.cat(steps, dim=1)  # (B, T, H)
+
+
+class AttentionalRNN(RNNSeq2Seq):
+    """The parts of the decoders with an attention model (``self.attention``)."""
+
+    attentional = True
+
+    def _build_attention(self, cfg: ModelConfig, H: int, De: int) -> None:
+        self.attention = build_attention(H, De, cfg.attention)
+        self.multi_head = isinstance(self.attention, MultiHeadAttention)
+
+    def set_hard_attention(self, hard: bool) -> None:
+        """Attend only to the argmax position at inference (soft attention in training)."""
+        self.attention.hard = hard
+
+    def _encode_extras(self, values, finals):
+        """The annotations h_j as values (B, S, De) and their projected keys."""
+        if self.multi_head:  # the projected keys hold the per-head values: (B, 2h, S, d_k)
+            return {"keys": self.attention.project_keys(values)}
+        return {"values": values, "keys": self.attention.project_keys(values)}
+
+    def _attend(self, memory, query, positions):
+        """query (B, T, H), positions (B, T) target steps -> context (B, T, De), weights
+        (B, T, S). Multi-head attention is global (the config checks it): no positions."""
+        if self.multi_head:
+            return self.attention(query, memory["keys"], mask=memory["mask"])
+        return self.attention(query, memory["keys"], memory["values"], memory["mask"], positions)
+
+
+@DECODERS.implements(choices.Sutskever)
+class SutskeverRNN(RNNSeq2Seq):
+    """``h_t = f(h_{t-1}, E y_{t-1})``; predict from ``h_t`` (Sutskever et al. 2014)."""
+
+    def _build_decoder(self, cfg, E, H, De):
+        self.rnn = decoder_rnn(cfg, E)
+
+    def _step(self, memory, state, emb):
+        t, new = self._rnn(emb, state)
+        return t, new, None
+
+    def _teacher_forced(self, memory, state, emb):
+        # No dependence between steps except through the RNN: run it over the whole target.
+        out, _ = self._rnn(emb, state)  # (B, T, H)
+        return out
+
+
+@DECODERS.implements(choices.Cho)
+class ChoRNN(RNNSeq2Seq):
+    """A fixed context ``c = tanh(V h_final)``; ``s_i = f(s_{i-1}, [E y_{i-1}; c])``; predict
+    from ``t_i = tanh(W_o [s_i; c; E y_{i-1}])`` (Cho et al. 2014, eqs. 5-8, tanh for maxout)."""
+
+    def _build_decoder(self, cfg, E, H, De):
+        self.summary = nn.Linear(De, De)  # c = tanh(V h_final)
+        self.rnn = decoder_rnn(cfg, E + De)
+        self.output_layer = nn.Linear(H + De + E, H)  # deep output t_i
+
+    def _encode_extras(self, values, finals):
+        # c from the top layer's final state: (B, 1, De)
+        return {"context": torch.tanh(self.summary(finals[0][-1])).unsqueeze(1)}
+
+    def _step(self, memory, state, emb):
+        t, new = self._feed_context(emb, memory["context"], state)
+        return t, new, None
+
+
+@DECODERS.implements(choices.Bahdanau)
+class BahdanauRNN(AttentionalRNN):
+    """``c_i`` attends from the *previous* state ``s_{i-1}``;
+    ``s_i = f(s_{i-1}, [E y_{i-1}; c_i])``; ``t_i = tanh(W_o [s_i; c_i; E y_{i-1}])``, i.e.
+    ``p(y_i) = g(y_{i-1}, s_i, c_i)`` of eq. 4 (Bahdanau et al. 2014)."""
+
+    def _build_decoder(self, cfg, E, H, De):
+        self.rnn = decoder_rnn(cfg, E + De)
+        self._build_attention(cfg, H, De)
+        self.output_layer = nn.Linear(H + De + E, H)  # deep output t_i
+
+    def _step(self, memory, state, emb):
+        query = state["h"][:, -1:]  # s_{i-1}, top layer: (B, 1, H)
+        context, weights = self._attend(memory, query, state["step"])  # (B, 1, De)
+        t, new = self._feed_context(emb, context, state)
+        return t, new, weights
+
+
+@DECODERS.implements(choices.Luong)
+class LuongRNN(AttentionalRNN):
+    """``h_t = f(h_{t-1}, [E y_{t-1}; h~_{t-1}])`` (input feeding, optional), ``c_t`` attends
+    from the *current* state, ``h~_t = tanh(W_c [c_t; h_t])`` (Luong et al. 2015, eq. 5)."""
+
+    def _build_decoder(self, cfg, E, H, De):
+        self.input_feeding = cfg.attention.input_feeding
+        self.rnn = decoder_rnn(cfg, E + (H if self.input_feeding else 0))
+        self._build_attention(cfg, H, De)
+        self.output_layer = nn.Linear(De + H, H, bias=False)  # W_c
+
+    def _initial_extras(self, memory):
+        if not self.input_feeding:
+            return {}
+        h0 = memory["h0"]
+        return {"feed": h0.new_zeros(h0.size(0), self.cfg.hidden_size)}  # h~_0 = 0
+
+    def _attentional_vector(self, memory, out, positions):
+        """h_t (B, T, H) -> h~_t (B, T, H), weights (B, T, S)."""
+        context, weights = self._attend(memory, out, positions)  # attend with h_t
+        return torch.tanh(self.output_layer(torch.cat([context, out], dim=-1))), weights
+
+    def _step(self, memory, state, emb):
+        x = torch.cat([emb, state["feed"].unsqueeze(1)], dim=-1) if self.input_feeding else emb
+        out, new = self._rnn(x, state)
+        t, weights = self._attentional_vector(memory, out, state["step"])  # h~_t
+        if self.input_feeding:
+            new["feed"] = self.dropout(t[:, 0])
+        return t, new, weights
+
+    def _teacher_forced(self, memory, state, emb):
+        if self.input_feeding:
+            return super()._teacher_forced(memory, state, emb)
+        # Without input feeding the steps depend on each other only through the RNN: run it
+        # over the whole target, then attend from every h_t at once.
+        out, _ = self._rnn(emb, state)  # (B, T, H)
+        B, T = emb.shape[:2]
+        positions = torch.arange(T, device=emb.device).expand(B, T)
+        return self._attentional_vector(memory, out, positions)[0]
+
+
+@ARCHITECTURES.implements(choices.RNN)
+def build_rnn(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> RNNSeq2Seq:
+    """The recurrent model with the decoder that ``cfg.decoder`` names."""
+    return DECODERS.implementation(cfg.decoder)(cfg, src_vocab_size, tgt_vocab_size)

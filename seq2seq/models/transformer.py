@@ -20,15 +20,20 @@ the source are computed once in :meth:`encode`.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seq2seq import choices
 from seq2seq.attention import MultiHeadAttention
-from seq2seq.config import ModelConfig
+from seq2seq.choices import ARCHITECTURES
 from seq2seq.models.base import Seq2SeqModel, State
-from seq2seq.vocab import PAD
+from seq2seq.special import PAD
+
+if TYPE_CHECKING:
+    from seq2seq.config import ModelConfig
 
 
 def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
@@ -148,7 +153,10 @@ class DecoderLayer(nn.Module):
         return y, new_cache, weights
 
 
+@ARCHITECTURES.implements(choices.Transformer)
 class Transformer(Seq2SeqModel):
+    """Embeddings, the encoder and decoder stacks, and the output layer (``d = embed_size``)."""
+
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
         self.cfg = cfg

@@ -1,0 +1,275 @@
+"""The run directory: the one place that knows the files of a run and their names.
+
+A run directory holds everything ``eval``, ``translate``, ``average`` and ``report`` need::
+
+    config.yaml                 the resolved configuration
+    vocab/joint.model           the SentencePiece model (or vocab/src.model + vocab/tgt.model)
+    last.pt                     the latest checkpoint: everything to resume training
+    best.pt                     a copy of the checkpoint with the best validation score
+    ckpt_UPDATE.pt              per-validation weights kept by train.keep_last / keep_best
+    averaged.pt                 their mean, written by ``seq2seq average --run``
+    metrics.jsonl               one JSON record per log window ("train") and validation ("valid")
+    train_summary.json          what the finished (or stopped) training reports
+    eval_NAME.json / .md        an evaluation: scores with signatures, search settings
+    hyps_NAME.txt               its 1-best translations, one a line
+    nbest_NAME.txt              with n_best > 1: LINE<TAB>SCORE<TAB>TEXT, best first per line
+
+``NAME`` is the data name followed by what differs from the default evaluation (a checkpoint
+other than best.pt, beam search, hard attention), so evaluations never overwrite each other:
+``test_2016_flickr``, ``test_2016_flickr_beam5``, ``test_2016_flickr_averaged_hard``.
+Every other module goes through :class:`RunDir` to read or write these files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seq2seq import checkpoint as ckpt
+from seq2seq.config import Config, config_from_dict, config_to_yaml, load_config
+from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
+from seq2seq.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class EvalFiles:
+    """The files one evaluation writes."""
+
+    report: Path  # eval_NAME.json
+    markdown: Path  # eval_NAME.md
+    hyps: Path  # hyps_NAME.txt
+    nbest: Path  # nbest_NAME.txt
+
+
+def eval_name(data: str, beam_size: int = 1, hard_attention: bool = False,
+              checkpoint: str = "best") -> str:
+    """The NAME of an evaluation's files (see the module docstring)."""
+    name = data.replace("/", "_")
+    if checkpoint != "best":
+        name += "_" + Path(checkpoint).stem
+    if beam_size > 1:
+        name += f"_beam{beam_size}"
+    if hard_attention:
+        name += "_hard"
+    return name
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise Seq2SeqError(f"{path}: unreadable ({type(e).__name__})") from None
+
+
+class RunDir:
+    """One run directory (it need not exist yet)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, cfg: Config) -> RunDir:
+        """Where a config's run goes: ``run_dir``, or ``runs/NAME``."""
+        return cls(cfg.run_dir if cfg.run_dir else Path("runs") / cfg.name)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def require(self) -> RunDir:
+        """This run, which must exist; returns self."""
+        if not self.path.is_dir():
+            raise CheckpointError(f"run directory not found: {self.path}")
+        return self
+
+    # ---- configuration and vocabulary -------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def vocab_dir(self) -> Path:
+        return self.path / "vocab"
+
+    def write_config(self, cfg: Config) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(config_to_yaml(cfg), encoding="utf-8")
+
+    def read_config(self, overrides: list[str] | None = None) -> Config:
+        return load_config(self.config_path, overrides)
+
+    def vocabularies(self) -> tuple[Vocab, Vocab]:
+        """(source, target) vocabulary; the same object twice for a joint vocabulary."""
+        d = self.vocab_dir
+        if (d / "joint.model").is_file():
+            v = Vocab(d / "joint.model")
+            return v, v
+        return Vocab(d / "src.model"), Vocab(d / "tgt.model")
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def averaged(self) -> Path:
+        """Where ``seq2seq average --run`` writes the mean of kept checkpoints."""
+        return self.path / "averaged.pt"
+
+    def kept(self, update: int) -> Path:
+        """The per-validation weights of ``update`` (train.keep_last / keep_best)."""
+        return self.path / f"ckpt_{int(update):07d}.pt"
+
+    def kept_checkpoints(self) -> list[Path]:
+        return sorted(self.path.glob("ckpt_*.pt"))
+
+    def has_checkpoints(self) -> bool:
+        return self.path.is_dir() and any(self.path.glob("*.pt"))
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """``best`` (``last`` while no best.pt exists yet), ``last``, or a path; a relative path
+        is looked up in the run unless it exists as given."""
+        self.require()
+        if which in ("best", "last"):
+            path = self.best if which == "best" else self.last
+            if not path.is_file() and which == "best" and self.last.is_file():
+                path = self.last
+            return path
+        p = Path(which)
+        return p if p.is_absolute() or p.exists() else self.path / p
+
+    def load_checkpoint(self, which: str = "best", map_location: Any = "cpu"
+                        ) -> tuple[Path, dict[str, Any], Config]:
+        """(path, payload, the config stored in it)."""
+        path = self.checkpoint(which)
+        payload = ckpt.load(path, map_location=map_location)
+        try:
+            cfg = config_from_dict(payload["config"])
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: stored config is invalid ({e})") from None
+        return path, payload, cfg
+
+    def save_last(self, payload: dict[str, Any], best: bool) -> None:
+        """Write last.pt atomically; with ``best`` also replace best.pt by a copy of it."""
+        ckpt.save_atomic(payload, self.last)
+        if best:
+            tmp = self.path / ".best.pt.tmp"
+            shutil.copyfile(self.last, tmp)
+            tmp.replace(self.best)
+
+    def keep(self, weights: dict[str, Any], update: int, score: float,
+             kept: list[list[float]], keep_last: int, keep_best: int) -> list[list[float]]:
+        """Save ``ckpt_UPDATE.pt``, then delete the kept files that are neither among the
+        ``keep_last`` latest nor the ``keep_best`` best; returns the new ``[update, score]``
+        list of what is kept."""
+        ckpt.save_atomic(weights, self.kept(update))
+        kept = [*kept, [update, score]]
+        keep = {u for u, _ in kept[-keep_last:]} if keep_last else set()
+        if keep_best:
+            by_score = sorted(kept, key=lambda r: (-r[1], -r[0]))
+            keep |= {u for u, _ in by_score[:keep_best]}
+        for u, _ in kept:
+            if u not in keep:
+                self.kept(u).unlink(missing_ok=True)
+        return [r for r in kept if r[0] in keep]
+
+    def pick_checkpoints(self, last: int | None = None, best: int | None = None
+                         ) -> list[Path]:
+        """The ``last`` latest or the ``best`` best-scoring kept checkpoints."""
+        if (last is None) == (best is None):
+            raise CheckpointError("choose --last N or --best N")
+        files = self.kept_checkpoints()
+        if not files:
+            raise CheckpointError(f"{self.path}: no ckpt_*.pt files (train with "
+                                  "train.keep_last or train.keep_best set)")
+        n = last or best
+        if len(files) < n:
+            raise CheckpointError(f"{self.path}: asked for {n} checkpoints but only "
+                                  f"{len(files)} are kept")
+        if last is not None:
+            return files[-n:]
+        scores = {p: ckpt.load(p).get("score") for p in files}
+        if any(s is None for s in scores.values()):
+            raise CheckpointError(f"{self.path}: a ckpt_*.pt file has no validation score")
+        return sorted(sorted(files, key=lambda p: -scores[p])[:n])
+
+    # ---- starting a run ---------------------------------------------------------------------
+    def prepare_fresh(self, overwrite: bool) -> None:
+        """Make the directory ready for a new training: refuse to touch checkpoints unless
+        ``overwrite`` (then delete the directory), and start a new metrics log."""
+        if self.has_checkpoints():
+            if not overwrite:
+                raise CheckpointError(
+                    f"run directory {self.path} already holds checkpoints; continue it with "
+                    f"--resume {self.path}, choose another run_dir (--run-dir), or pass "
+                    "--overwrite to delete it")
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.metrics_path.unlink(missing_ok=True)
+
+    # ---- metrics log and summary ------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "train_summary.json"
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl."""
+        with self.metrics_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def records(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """The metrics log's records (of one ``kind``: train or valid), oldest first."""
+        if not self.metrics_path.is_file():
+            return []
+        rows = []
+        for i, line in enumerate(self.metrics_path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise Seq2SeqError(f"{self.metrics_path}:{i}: not a JSON record") from None
+        return [r for r in rows if kind is None or r.get("kind") == kind]
+
+    def truncate_log_after(self, update: int) -> None:
+        """Drop the records a killed run wrote after its last checkpoint."""
+        keep = [r for r in self.records() if r.get("update", 0) <= update]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in keep),
+                                     encoding="utf-8")
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """train_summary.json, or None before training has finished once."""
+        return _read_json(self.summary_path) if self.summary_path.is_file() else None
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+
+    # ---- evaluations ------------------------------------------------------------------------
+    def eval_files(self, name: str) -> EvalFiles:
+        p = self.path
+        return EvalFiles(p / f"eval_{name}.json", p / f"eval_{name}.md", p / f"hyps_{name}.txt",
+                         p / f"nbest_{name}.txt")
+
+    def evaluation(self, data: str, greedy_only: bool = False) -> dict[str, Any] | None:
+        """The evaluation of ``data`` with best.pt: the greedy one if there is one, else (unless
+        ``greedy_only``) the best-scoring soft-attention beam search; None if neither exists."""
+        plain = self.eval_files(eval_name(data)).report
+        if plain.is_file():
+            return _read_json(plain)
+        if greedy_only:
+            return None
+        stem = eval_name(data)
+        beams = [p for p in self.path.glob(f"eval_{stem}_beam*.json")
+                 if p.stem[len(f"eval_{stem}_beam"):].isdigit()]
+        reports = [_read_json(p) for p in beams]
+        return max(reports, key=lambda r: r["bleu"]["score"]) if reports else None
