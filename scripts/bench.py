@@ -43,7 +43,7 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None,
     cfg = load_config(config, overrides)
     seed_everything(cfg.train.seed)
     ds = load_split(cfg.data, cfg.data.splits.train)
-    sv, tv = train_or_load(cfg.vocab, ds["src"], ds["tgt"], Path("/tmp/seq2seq-bench-vocab"))
+    sv, tv = train_or_load(cfg.vocab, ds["src"], ds["tgt"])
     src, tgt = sv.encode(ds["src"]), tv.encode(ds["tgt"])
     batches = TrainBatches(src, tgt, cfg.train.batch_tokens, cfg.train.seed).epoch(1)
     model = build_model(cfg.model, len(sv), len(tv))

@@ -7,31 +7,76 @@ over the old one, so a crash while saving leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, one_line
+
+
+def file_mode(directory: bool = False) -> int:
+    """The mode a new file (or directory) gets under the process umask: 0644 (0755) under the
+    usual 022."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def human_size(n: float | None) -> str:
+    if n is None:
+        return "an unknown amount"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def write_error(path: Path, e: BaseException) -> CheckpointError:
+    """One line for a failed write: the file, the reason, the free space; the old file stays."""
+    why = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e, 120)
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        why = "no space left on the device"
+    kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
+    return CheckpointError(f"cannot write {path}: {why}; "
+                           f"{human_size(free_bytes(path.parent))} free there{kept}")
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """Write ``payload`` to ``path`` through a temporary file that is flushed, synced and renamed
+    over it: the previous file stays whole whatever happens (a full disk, SIGKILL)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; every checkpoint gets the same mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError | RuntimeError):  # torch reports a full disk as RuntimeError
+            raise write_error(path, e) from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

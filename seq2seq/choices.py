@@ -80,24 +80,47 @@ class Registry(Generic[C]):
         return bind
 
     def implementation(self, name: str) -> Any:
-        """The class bound to choice ``name`` (its module must have been imported)."""
+        """The class bound to choice ``name`` (its module must have been imported: a missing
+        binding is a programming error, not a user's)."""
         self.get(name)
         if name not in self._implementations:
-            raise ConfigError(f"{self.key}: {name!r} has no implementation loaded")
+            raise RuntimeError(f"{self.key}: {name!r} has no implementation bound (is the "
+                               "module that implements it imported?)")
         return self._implementations[name]
 
 
 # ---------------------------------------------------------------------------------------------
 # Architectures (model.arch)
 
-ARCHITECTURES: Registry[type[Choice]] = Registry("model.arch")
+ARCHITECTURES: Registry[type[Architecture]] = Registry("model.arch")
+
+
+class Architecture(Choice):
+    has_decoder: ClassVar[bool] = False  # whether model.decoder picks a decoder
+
+    @classmethod
+    def describe(cls, m: ModelConfig) -> tuple[str, str]:
+        """(model family, attention) in a few words, for reports."""
+        raise NotImplementedError
 
 
 @ARCHITECTURES.register
-class RNN(Choice):
+class RNNArchitecture(Architecture):
     """The recurrent encoder-decoder family; ``model.decoder`` picks the decoder."""
 
     name = "rnn"
+    has_decoder = True
+
+    @classmethod
+    def describe(cls, m: ModelConfig) -> tuple[str, str]:
+        a = m.attention
+        family = f"{m.decoder} {m.cell.upper()}"
+        if not SCORES.get(a.score).attends:
+            return family, "none"
+        attention = a.score + (f", {a.heads} heads" if a.heads > 1 else "")
+        if WINDOWS.get(a.window).local or DECODERS.get(m.decoder) is Luong:
+            attention += f", {a.window}"
+        return family, attention
 
     @classmethod
     def check(cls, m: ModelConfig) -> None:
@@ -110,15 +133,20 @@ class RNN(Choice):
 
 
 @ARCHITECTURES.register
-class Transformer(Choice):
+class TransformerArchitecture(Architecture):
     """Vaswani et al. 2017: scaled dot-product multi-head attention, no recurrence."""
 
     name = "transformer"
 
     @classmethod
+    def describe(cls, m: ModelConfig) -> tuple[str, str]:
+        return (f"Transformer {m.encoder_layers}+{m.decoder_layers}, d {m.embed_size}",
+                f"multi-head scaled dot ({m.attention.heads} heads)")
+
+    @classmethod
     def check(cls, m: ModelConfig) -> None:
         a = m.attention
-        if a.score != ScaledDot.name or WINDOWS.get(a.window).local:
+        if SCORES.get(a.score) is not ScaledDot or WINDOWS.get(a.window).local:
             raise ConfigError("model.attention.score: the Transformer uses scaled_dot "
                               "attention with a global window")
         if m.embed_size % a.heads:
@@ -129,10 +157,10 @@ class Transformer(Choice):
 # ---------------------------------------------------------------------------------------------
 # RNN decoders (model.decoder)
 
-DECODERS: Registry[type[Decoder]] = Registry("model.decoder")
+DECODERS: Registry[type[DecoderChoice]] = Registry("model.decoder")
 
 
-class Decoder(Choice):
+class DecoderChoice(Choice):
     attends: ClassVar[bool] = True  # whether the decoder has an attention model
 
     @classmethod
@@ -154,7 +182,7 @@ class Decoder(Choice):
 
 
 @DECODERS.register
-class Sutskever(Decoder):
+class Sutskever(DecoderChoice):
     """No attention; the decoder starts from the encoder's final state (Sutskever et al. 2014)."""
 
     name = "sutskever"
@@ -162,7 +190,7 @@ class Sutskever(Decoder):
 
 
 @DECODERS.register
-class Cho(Decoder):
+class Cho(DecoderChoice):
     """No attention; a fixed context fed to every step and the output (Cho et al. 2014)."""
 
     name = "cho"
@@ -170,14 +198,14 @@ class Cho(Decoder):
 
 
 @DECODERS.register
-class Bahdanau(Decoder):
+class Bahdanau(DecoderChoice):
     """Attend from the previous state, context into the recurrence (Bahdanau et al. 2014)."""
 
     name = "bahdanau"
 
 
 @DECODERS.register
-class Luong(Decoder):
+class Luong(DecoderChoice):
     """Attend from the current state; attentional vector ``tanh(W_c [c_t; h_t])`` (Luong 2015)."""
 
     name = "luong"
@@ -186,10 +214,10 @@ class Luong(Decoder):
 # ---------------------------------------------------------------------------------------------
 # Attention scores (model.attention.score); the formulas are in seq2seq/attention.py
 
-SCORES: Registry[type[Score]] = Registry("model.attention.score")
+SCORES: Registry[type[ScoreChoice]] = Registry("model.attention.score")
 
 
-class Score(Choice):
+class ScoreChoice(Choice):
     attends: ClassVar[bool] = True
     multi_head: ClassVar[bool] = False  # may run with model.attention.heads > 1
 
@@ -199,23 +227,23 @@ class Score(Choice):
 
 
 @SCORES.register
-class NoScore(Score):
+class NoScore(ScoreChoice):
     name = "none"
     attends = False
 
 
 @SCORES.register
-class Additive(Score):
+class Additive(ScoreChoice):
     name = "additive"
 
 
 @SCORES.register
-class Concat(Score):
+class Concat(ScoreChoice):
     name = "concat"
 
 
 @SCORES.register
-class Dot(Score):
+class Dot(ScoreChoice):
     name = "dot"
 
     @classmethod
@@ -227,22 +255,22 @@ class Dot(Score):
 
 
 @SCORES.register
-class General(Score):
+class General(ScoreChoice):
     name = "general"
 
 
 @SCORES.register
-class Location(Score):
+class Location(ScoreChoice):
     name = "location"
 
 
 @SCORES.register
-class Cosine(Score):
+class Cosine(ScoreChoice):
     name = "cosine"
 
 
 @SCORES.register
-class ScaledDot(Score):
+class ScaledDot(ScoreChoice):
     name = "scaled_dot"
     multi_head = True
 
@@ -250,26 +278,26 @@ class ScaledDot(Score):
 # ---------------------------------------------------------------------------------------------
 # Attention windows (model.attention.window), Luong et al. 2015, section 3
 
-WINDOWS: Registry[type[Window]] = Registry("model.attention.window")
+WINDOWS: Registry[type[WindowChoice]] = Registry("model.attention.window")
 
 
-class Window(Choice):
+class WindowChoice(Choice):
     local: ClassVar[bool] = True  # restricts attention to [p_t - D, p_t + D]
 
 
 @WINDOWS.register
-class Global(Window):
+class Global(WindowChoice):
     name = "global"
     local = False
 
 
 @WINDOWS.register
-class LocalMonotonic(Window):
+class LocalMonotonic(WindowChoice):
     name = "local-m"
 
 
 @WINDOWS.register
-class LocalPredictive(Window):
+class LocalPredictive(WindowChoice):
     name = "local-p"
 
 
@@ -277,10 +305,11 @@ class LocalPredictive(Window):
 # Length penalties (decode.length_penalty): how finished hypotheses are ranked
 
 
-LENGTH_PENALTIES: Registry[type[LengthPenalty]] = Registry("decode.length_penalty")
+LENGTH_PENALTIES: Registry[type[LengthPenaltyChoice]] = Registry("decode.length_penalty")
 
 
-class LengthPenalty(Choice):
+class LengthPenaltyChoice(Choice):
+    uses_alpha: ClassVar[bool] = False  # whether decode.alpha matters
     @staticmethod
     def normalise(log_prob: float, length: int, alpha: float) -> float:
         """The score of a hypothesis of ``length`` tokens (eos included)."""
@@ -288,11 +317,12 @@ class LengthPenalty(Choice):
 
 
 @LENGTH_PENALTIES.register
-class GNMT(LengthPenalty):
+class GNMT(LengthPenaltyChoice):
     """``log P / lp``, ``lp = ((5 + length) / 6) ** alpha`` (Wu et al. 2016, eq. 14);
     alpha = 0 is the raw log-probability."""
 
     name = "gnmt"
+    uses_alpha = True
 
     @staticmethod
     def normalise(log_prob: float, length: int, alpha: float) -> float:
@@ -300,7 +330,7 @@ class GNMT(LengthPenalty):
 
 
 @LENGTH_PENALTIES.register
-class Average(LengthPenalty):
+class Average(LengthPenaltyChoice):
     """``log P / length``: the mean log-probability per token."""
 
     name = "average"
@@ -311,7 +341,7 @@ class Average(LengthPenalty):
 
 
 @LENGTH_PENALTIES.register
-class NoPenalty(LengthPenalty):
+class NoPenalty(LengthPenaltyChoice):
     """``log P``: favours short outputs."""
 
     name = "none"
@@ -324,10 +354,10 @@ class NoPenalty(LengthPenalty):
 # ---------------------------------------------------------------------------------------------
 # Optimizers (train.optimizer)
 
-OPTIMIZERS: Registry[type[Optimizer]] = Registry("train.optimizer")
+OPTIMIZERS: Registry[type[OptimizerChoice]] = Registry("train.optimizer")
 
 
-class Optimizer(Choice):
+class OptimizerChoice(Choice):
     torch_class: ClassVar[str] = ""  # the class in torch.optim (seq2seq/optim.py builds it)
 
     @staticmethod
@@ -337,13 +367,13 @@ class Optimizer(Choice):
 
 
 @OPTIMIZERS.register
-class Adam(Optimizer):
+class Adam(OptimizerChoice):
     name = "adam"
     torch_class = "Adam"
 
 
 @OPTIMIZERS.register
-class AdamW(Optimizer):
+class AdamW(OptimizerChoice):
     """Adam with decoupled weight decay (Loshchilov and Hutter 2019)."""
 
     name = "adamw"
@@ -351,7 +381,7 @@ class AdamW(Optimizer):
 
 
 @OPTIMIZERS.register
-class SGD(Optimizer):
+class SGD(OptimizerChoice):
     name = "sgd"
     torch_class = "SGD"
 
@@ -363,10 +393,10 @@ class SGD(Optimizer):
 # ---------------------------------------------------------------------------------------------
 # Learning-rate schedules (train.schedule); seq2seq/optim.py applies them
 
-SCHEDULES: Registry[type[Schedule]] = Registry("train.schedule")
+SCHEDULES: Registry[type[ScheduleChoice]] = Registry("train.schedule")
 
 
-class Schedule(Choice):
+class ScheduleChoice(Choice):
     decays_on_plateau: ClassVar[bool] = False  # decay when validation stops improving
     decays_each_epoch: ClassVar[bool] = False  # decay after every epoch from halve_after_epoch
 
@@ -377,12 +407,12 @@ class Schedule(Choice):
 
 
 @SCHEDULES.register
-class Constant(Schedule):
+class Constant(ScheduleChoice):
     name = "constant"
 
 
 @SCHEDULES.register
-class InverseSqrt(Schedule):
+class InverseSqrt(ScheduleChoice):
     """``sqrt(warmup / n)`` after the warm-up (Vaswani et al. 2017, eq. 3, "Noam")."""
 
     name = "inverse_sqrt"
@@ -398,7 +428,7 @@ class InverseSqrt(Schedule):
 
 
 @SCHEDULES.register
-class Plateau(Schedule):
+class Plateau(ScheduleChoice):
     """Times decay_factor when valid_metric has not improved for plateau_patience validations."""
 
     name = "plateau"
@@ -406,7 +436,7 @@ class Plateau(Schedule):
 
 
 @SCHEDULES.register
-class Halving(Schedule):
+class Halving(ScheduleChoice):
     """Times decay_factor after every epoch from halve_after_epoch on (Luong et al. 2015)."""
 
     name = "halving"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from seq2seq.choices import LENGTH_PENALTIES
-from seq2seq.errors import Seq2SeqError
+from seq2seq.errors import Interrupted, Seq2SeqError
 
 if TYPE_CHECKING:
     from seq2seq.inference import Translator
@@ -121,12 +122,15 @@ def train(
             raise Seq2SeqError("--resume continues a run in place; drop --run-dir/--overwrite")
         cfg = RunDir(resume).read_config(list(set_ or []))
         cfg.run_dir = str(resume)
-        train_fn(cfg, progress=progress, resume=True)
-        return
-    cfg = load_config(config, list(set_ or []))
-    if run_dir is not None:
-        cfg.run_dir = str(run_dir)
-    train_fn(cfg, overwrite=overwrite, progress=progress)
+    else:
+        cfg = load_config(config, list(set_ or []))
+        if run_dir is not None:
+            cfg.run_dir = str(run_dir)
+    try:
+        train_fn(cfg, overwrite=overwrite, progress=progress, resume=resume is not None)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint was saved now
+        raise Interrupted(f"stopped at once; {RunDir.of(cfg).last} holds the last saved state",
+                          signal.SIGINT) from None
 
 
 def _torchrun(nproc: int) -> None:
@@ -185,7 +189,7 @@ def evaluate(
         raise Seq2SeqError("--src and --ref go together")
     tr = _translator(run, checkpoint, device, batch_size, beam, alpha, length_penalty, n_best,
                      hard_attention)
-    report = evaluate_translator(tr, run, checkpoint, split=split, src_file=src, ref_file=ref,
+    report = evaluate_translator(tr, split=split, src_file=src, ref_file=ref,
                                  lowercase=lowercase, tokenize=tokenize)
     for name in ("bleu", "chrf", "ter"):
         typer.echo(report[name]["text"])
@@ -291,6 +295,9 @@ def main() -> None:
     except Seq2SeqError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except Interrupted as e:
+        typer.echo(str(e), err=True)
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

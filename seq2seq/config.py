@@ -10,9 +10,13 @@ exactly the same checks. Builders take these objects, never raw dicts.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
+import math
+import reprlib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +34,11 @@ from seq2seq.choices import (
 )
 from seq2seq.errors import ConfigError, one_line
 
+INT64_LIMIT = 2**63  # torch (and numpy) hold integers as int64: |value| must stay below this
+INT32_MAX = 2**31 - 1  # SentencePiece's vocabulary size and torch's thread count are C ints
+MIN_VOCAB_SIZE = 6  # pad, unk, bos, eos, the word boundary piece and at least one character
+MAX_LEN_A, MAX_LEN_B = 1000, 1_000_000  # decode.max_len_a/b: far beyond any translation
+
 
 def _positive(section: str, **values: int | float | None) -> None:
     """Each value that is set must be > 0."""
@@ -38,10 +47,18 @@ def _positive(section: str, **values: int | float | None) -> None:
             raise ConfigError(f"{section}.{key}: must be positive, got {value}")
 
 
-def _at_least(section: str, low: int, **values: int | None) -> None:
+def _at_least(section: str, low: int, **values: int | float | None) -> None:
+    """Each value that is set must be >= ``low``."""
     for key, value in values.items():
         if value is not None and value < low:
             raise ConfigError(f"{section}.{key}: must be {low} or more, got {value}")
+
+
+def _at_most(section: str, high: int, why: str, **values: int | float | None) -> None:
+    """Each value that is set must be <= ``high`` (``why`` says whose limit it is)."""
+    for key, value in values.items():
+        if value is not None and value > high:
+            raise ConfigError(f"{section}.{key}: must be at most {high} ({why}), got {value}")
 
 
 def _fraction(section: str, **values: float) -> None:
@@ -51,6 +68,46 @@ def _fraction(section: str, **values: float) -> None:
             raise ConfigError(f"{section}.{key}: must be in [0, 1), got {value}")
 
 
+def _not_empty(section: str, **values: str | None) -> None:
+    """Each string that is set must have some text (names of files, columns, directories)."""
+    for key, value in values.items():
+        if value is not None and not value.strip():
+            raise ConfigError(f"{section}.{key}: must not be empty, got {value!r}")
+
+
+class _ShortRepr(reprlib.Repr):
+    """``repr`` cut to a few dozen characters, safe for huge integers and deep or recursive
+    containers (error messages quote what the user wrote, on one line)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, 60, 60
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 6
+
+    def repr_int(self, x: int, level: int) -> str:
+        if abs(x) < 10**30:
+            return repr(x)
+        # repr() of an integer of more than 4300 digits raises ValueError
+        return f"{'-' if x < 0 else ''}an integer of {len(format(abs(x), 'x')) * 4} bits"
+
+
+def _show(value: Any) -> str:
+    """A value as an error message quotes it: its repr, on one line, at most ~80 characters."""
+    return _ShortRepr().repr(value)
+
+
+def _show_key(key: Any) -> str:
+    """A mapping key in a dotted path: plain when it is ordinary text, else its short repr."""
+    if isinstance(key, str) and key and key.isprintable() and key == key.strip() \
+            and len(key) <= 60:
+        return key
+    return _show(key)
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{_show_key(key)}" if path else _show_key(key)
+
+
 @dataclass
 class SplitsConfig:
     """Names of the splits in the data source (Multi30k calls its test set test_2016_flickr)."""
@@ -58,6 +115,9 @@ class SplitsConfig:
     train: str = "train"
     valid: str = "val"
     test: str = "test_2016_flickr"
+
+    def validate(self) -> None:
+        _not_empty("data.splits", train=self.train, valid=self.valid, test=self.test)
 
 
 @dataclass
@@ -84,6 +144,9 @@ class DataConfig:
 
     def validate(self) -> None:
         _positive("data", max_len=self.max_len, max_sentences=self.max_sentences)
+        _not_empty("data", src_lang=self.src_lang, tgt_lang=self.tgt_lang,
+                   hub_config=self.hub_config)
+        self.splits.validate()
         if self.src_lang == self.tgt_lang:
             raise ConfigError("data.tgt_lang: must differ from data.src_lang")
 
@@ -95,14 +158,21 @@ class VocabConfig:
     type: Literal["unigram", "bpe"] = "unigram"
     size: int = 8000
     joint: bool = True  # one model for both languages (enables shared embeddings)
-    character_coverage: float = 1.0
-    max_train_sentences: int = 2_000_000  # SentencePiece input_sentence_size
+    character_coverage: float = 1.0  # SentencePiece accepts 0.98 to 1
+    max_train_sentences: int = 2_000_000  # SentencePiece input_sentence_size (more than 100)
 
     def validate(self) -> None:
-        _positive("vocab", size=self.size)
-        if not 0.0 < self.character_coverage <= 1.0:
+        if self.size < MIN_VOCAB_SIZE:
             raise ConfigError(
-                f"vocab.character_coverage: must be in (0, 1], got {self.character_coverage}")
+                f"vocab.size: must be {MIN_VOCAB_SIZE} or more (pad, unk, bos, eos, the word "
+                f"boundary and at least one character), got {self.size}")
+        _at_most("vocab", INT32_MAX, "SentencePiece's limit", size=self.size)
+        if not 0.98 <= self.character_coverage <= 1.0:
+            raise ConfigError(f"vocab.character_coverage: must be in [0.98, 1] (SentencePiece's "
+                              f"range), got {self.character_coverage}")
+        if self.max_train_sentences <= 100:
+            raise ConfigError(f"vocab.max_train_sentences: must be more than 100 (SentencePiece "
+                              f"samples at least that many), got {self.max_train_sentences}")
 
 
 @dataclass
@@ -122,10 +192,11 @@ class AttentionConfig:
     def validate(self) -> None:
         score, window = SCORES.get(self.score), WINDOWS.get(self.window)
         _positive("model.attention", window_size=self.window_size,
-                  max_positions=self.max_positions, heads=self.heads)
+                  max_positions=self.max_positions, heads=self.heads,
+                  hidden_size=self.hidden_size)
         if not 0 < self.beta <= 100:
             raise ConfigError(f"model.attention.beta: must be in (0, 100], got {self.beta}")
-        if self.heads > 1 and (not score.multi_head or window.local):
+        if self.heads > 1 and score.attends and (not score.multi_head or window.local):
             raise ConfigError("model.attention.heads: multi-head attention needs "
                               "score: scaled_dot and window: global")
 
@@ -208,6 +279,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     clip_grad_norm: float = 5.0  # 0 = no clipping
+    # an update whose loss or gradient norm is NaN or infinite is skipped; this many in a row
+    # stop training
+    max_nonfinite: int = 5
     label_smoothing: float = 0.0
     accumulate: int = 1  # batches whose gradients are summed into one update
     max_updates: int = 1250
@@ -233,19 +307,27 @@ class TrainConfig:
         OPTIMIZERS.get(self.optimizer)
         _positive("train", batch_tokens=self.batch_tokens, max_updates=self.max_updates,
                   valid_every=self.valid_every, log_every=self.log_every,
-                  num_threads=self.num_threads, valid_max_sentences=self.valid_max_sentences)
+                  num_threads=self.num_threads, valid_max_sentences=self.valid_max_sentences,
+                  lr=self.lr, max_minutes=self.max_minutes)
+        _at_most("train", INT32_MAX, "torch's limit", num_threads=self.num_threads)
+        # torch.optim rejects negative values; a negative clip_grad_norm would silently not clip
+        _at_least("train", 0, min_lr=self.min_lr, momentum=self.momentum,
+                  weight_decay=self.weight_decay, clip_grad_norm=self.clip_grad_norm)
+        for i, beta in enumerate(self.betas):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(f"train.betas[{i}]: must be in [0, 1), got {beta}")
         _fraction("train", label_smoothing=self.label_smoothing)
         if self.valid_metric != "loss" and not self.valid_bleu:
             raise ConfigError(f"train.valid_metric: {self.valid_metric} needs train.valid_bleu: "
                               "true (or use loss)")
         _at_least("train", 1, accumulate=self.accumulate, plateau_patience=self.plateau_patience,
-                  halve_after_epoch=self.halve_after_epoch, patience=self.patience)
+                  halve_after_epoch=self.halve_after_epoch, patience=self.patience,
+                  max_epochs=self.max_epochs, bucket_pool=self.bucket_pool,
+                  max_nonfinite=self.max_nonfinite)
         _at_least("train", 0, keep_last=self.keep_last, keep_best=self.keep_best,
                   warmup_updates=self.warmup_updates, seed=self.seed)
         if not 0.0 < self.decay_factor <= 1.0:
             raise ConfigError(f"train.decay_factor: must be in (0, 1], got {self.decay_factor}")
-        if self.lr <= 0 or self.min_lr < 0:
-            raise ConfigError("train.lr: must be positive (and train.min_lr 0 or more)")
         SCHEDULES.get(self.schedule).check(self)
 
 
@@ -261,12 +343,21 @@ class DecodeConfig:
     length_penalty: str = "gnmt"  # a name in seq2seq.choices.LENGTH_PENALTIES
     alpha: float = 0.6
     hard_attention: bool = False  # attend only to the argmax position (inference only)
-    max_len_a: float = 1.5  # output length limit: a * src_len + b
-    max_len_b: int = 10
+    max_len_a: float = 1.5  # output length limit: a * src_len + b (a in [0, 1000])
+    max_len_b: int = 10  # (b in [1, 1000000]: the limit counts eos, so every output can end)
+    # source subwords that validation, eval and translate read (default: data.max_len, the
+    # longest pair training keeps; always less than the model's position table); longer input
+    # is cut with a warning naming the line
+    max_input_len: int | None = None
 
     def validate(self) -> None:
-        _positive("decode", batch_size=self.batch_size)
-        if self.beam_size < 1 or not 1 <= self.n_best <= self.beam_size:
+        _positive("decode", batch_size=self.batch_size, beam_size=self.beam_size)
+        _at_least("decode", 0, max_len_a=self.max_len_a)
+        _at_least("decode", 1, max_len_b=self.max_len_b, max_input_len=self.max_input_len)
+        # the search allocates (sentences, limit) tensors and steps up to the limit
+        _at_most("decode", MAX_LEN_A, "output tokens per source token", max_len_a=self.max_len_a)
+        _at_most("decode", MAX_LEN_B, "output tokens", max_len_b=self.max_len_b)
+        if not 1 <= self.n_best <= self.beam_size:
             raise ConfigError(f"decode.n_best: must be between 1 and decode.beam_size "
                               f"({self.beam_size}), got {self.n_best}")
         LENGTH_PENALTIES.get(self.length_penalty)
@@ -306,6 +397,8 @@ class Config:
 
     def validate(self) -> None:
         """Every section checks itself; then the checks that span sections."""
+        if not self.name.strip():
+            raise ConfigError(f"name: must not be empty (it names runs/NAME), got {self.name!r}")
         for section in (self.data, self.vocab, self.model, self.train, self.decode):
             section.validate()
         if self.model.share_embeddings and not self.vocab.joint:
@@ -318,57 +411,123 @@ class Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML file (or the defaults when ``path`` is None), apply ``key=value`` overrides,
-    validate, and return a :class:`Config`."""
-    raw: dict[str, Any] = {}
+    validate, and return a :class:`Config`. Anything wrong with the file, an override or a value
+    is a :class:`ConfigError` of one line."""
+    raw: dict[Any, Any] = {}
+    spellings: dict[str, str] = {}  # how the YAML spelled each boolean, for hints
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({one_line(e)})") from None
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a text file (not UTF-8)") from None
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot be read ({e.strerror or type(e).__name__})") from None
+        loaded, problem = _safe_load(text)
+        if problem is not None:
+            raise ConfigError(f"{p}: not valid YAML ({problem})")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+            raise ConfigError(f"{p}: the top level must be a mapping of sections, got "
+                              f"{type(loaded).__name__}")
         raw = loaded
+        spellings.update(_bool_spellings(text, ""))
     for item in overrides or []:
-        apply_override(raw, item)
-    return config_from_dict(raw)
+        apply_override(raw, item, spellings)
+    return config_from_dict(raw, spellings=spellings)
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    cfg = _build(Config, raw, "")
+def config_from_dict(raw: dict[str, Any], *, spellings: Mapping[str, str] | None = None
+                     ) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping (as ``Config.to_dict`` gives
+    it); ``spellings`` (dotted path -> the YAML text of a boolean there) only improve messages."""
+    cfg = _build(Config, raw, "", spellings)
     cfg.validate()
     return cfg
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to a raw nested mapping in place."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.hidden_size=512")
+def apply_override(raw: dict[Any, Any], item: str, spellings: dict[str, str] | None = None
+                   ) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML; text that is not YAML is taken as it is) to a
+    raw nested mapping in place; ``spellings`` records how the value spelled its booleans."""
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(f"--set {_show(item)}: expected KEY=VALUE, e.g. model.hidden_size=512")
     key, _, text = item.partition("=")
-    key = key.strip()
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    parts = key.split(".")
+    parts = [part.strip() for part in key.split(".")]
     if not all(parts):
-        raise ConfigError(f"--set {item!r}: malformed key {key!r}")
+        raise ConfigError(f"--set {_show(item)}: malformed key {_show(key.strip())}")
+    value = None
+    if text.strip():
+        value, problem = _safe_load(text)
+        if problem is not None:
+            value = text
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, not a section")
+            where = ".".join(_show_key(p) for p in parts[: i + 1])
+            raise ConfigError(f"{where}: is a value, not a section (--set {_show(item)})")
         node = child
     node[parts[-1]] = value
+    if spellings is not None and value is not text:
+        spellings.update(_bool_spellings(text, ".".join(parts)))
 
 
-def _build(cls: type, raw: Any, path: str) -> Any:
+def _safe_load(text: str) -> tuple[Any, str | None]:
+    """``(yaml.safe_load(text), None)``, or ``(None, what is wrong)`` on one line."""
+    try:
+        return yaml.safe_load(text), None
+    except RecursionError:
+        return None, "nested too deeply"
+    except yaml.YAMLError as e:
+        return None, one_line(e) or type(e).__name__
+    except Exception as e:  # PyYAML's constructors raise ValueError, KeyError, IndexError, ...
+        # on malformed scalars: !!int "", !!bool maybe, 2001-13-45, an integer of 5000 digits
+        return None, f"{type(e).__name__}: {one_line(e)}"
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
+def _bool_spellings(text: str, prefix: str) -> dict[str, str]:
+    """Where the YAML ``text`` holds a boolean, how it is spelled (``no``, ``off``, ...), by
+    dotted path under ``prefix``: a string field that got one says what to quote."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except Exception:  # the caller has loaded the text; nothing to add if composing fails
+        return {}
+    found: dict[str, str] = {}
+
+    def walk(node: Any, path: str, depth: int) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _BOOL_TAG and path:
+                found[path] = node.value
+        elif isinstance(node, yaml.MappingNode) and depth < 4:  # aliases may form cycles
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    walk(v, f"{path}.{k.value}" if path else k.value, depth + 1)
+
+    walk(root, prefix, 0)
+    return found
+
+
+def _unknown_key_hint(key: Any, names: list[str]) -> str:
+    if isinstance(key, bool):
+        return " (YAML reads yes/no/on/off/true/false as booleans: quote the key)"
+    if not isinstance(key, str):
+        return ""
+    if "." in key:
+        return " (write nested keys as indented sections, not dotted)"
+    close = difflib.get_close_matches(key, names, n=1) if len(key) <= 100 else []
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _build(cls: type, raw: Any, path: str, spellings: Mapping[str, str] | None = None) -> Any:
     where = path or "config"
     if raw is None:
         raw = {}
@@ -376,24 +535,23 @@ def _build(cls: type, raw: Any, path: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        key = unknown[0]
-        full = f"{path}.{key}" if path else str(key)
-        close = difflib.get_close_matches(str(key), list(fields), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"{full}: unknown key{hint}; allowed keys are {', '.join(fields)}")
+    unknown = [k for k in raw if not (isinstance(k, str) and k in fields)]
+    if unknown:  # the first in sorted order; keys may be numbers, booleans, None ...
+        key = min(unknown, key=lambda k: (not isinstance(k, str), _show_key(k)))
+        hint = _unknown_key_hint(key, list(fields))
+        raise ConfigError(f"{_join(path, key)}: unknown key{hint}; allowed keys are "
+                          f"{', '.join(fields)}")
     kwargs = {}
     for name, value in raw.items():
-        kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
+        kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name, spellings)
     return cls(**kwargs)
 
 
-def _coerce(tp: Any, value: Any, path: str) -> Any:
+def _coerce(tp: Any, value: Any, path: str, spellings: Mapping[str, str] | None = None) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
+        return _build(tp, value, path, spellings)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -401,41 +559,74 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         errors = []
         for a in inner:
             try:
-                return _coerce(a, value, path)
+                return _coerce(a, value, path, spellings)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
     if origin is Literal:
-        if value not in args:
+        if not isinstance(value, str) or value not in args:
             allowed = ", ".join(str(a) for a in args)
-            raise ConfigError(f"{path}: {value!r} is not one of {allowed}")
+            raise ConfigError(f"{path}: {_show(value)} is not one of {allowed}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got "
+                              f"{_show(value)}")
+        return tuple(_coerce(a, v, f"{path}[{i}]", spellings)
+                     for i, (a, v) in enumerate(zip(args, value)))
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+            raise ConfigError(f"{path}: expected true or false, got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
+        if not -INT64_LIMIT <= value < INT64_LIMIT:
+            raise ConfigError(f"{path}: must be between -2**63 and 2**63 - 1 (torch's int64), "
+                              f"got {_show(value)}")
         return value
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+        return _coerce_float(value, path)
     if tp is str:
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return str(value)
+        return _coerce_str(value, path, spellings)
     raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover
+
+
+def _coerce_float(value: Any, path: str) -> float:
+    number = value
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        raise ConfigError(f"{path}: expected a number, got {_show(value)}")
+    try:
+        number = float(number)
+    except OverflowError:  # an integer beyond a float's range
+        raise ConfigError(f"{path}: must be a finite number, got {_show(value)}") from None
+    if not math.isfinite(number):  # .nan, .inf, 1e999: torch would fail (or train on NaN)
+        raise ConfigError(f"{path}: must be a finite number, got {number}")
+    return number
+
+
+def _coerce_str(value: Any, path: str, spellings: Mapping[str, str] | None) -> str:
+    if isinstance(value, bool):  # YAML 1.1: no, yes, on, off (any case), true, false
+        said = (spellings or {}).get(path) or str(value).lower()
+        raise ConfigError(f'{path}: expected a string, got {said} (YAML reads yes/no/on/off/'
+                          f'true/false as booleans: quote it, "{said}")')
+    if isinstance(value, datetime.date):  # and datetime.datetime
+        raise ConfigError(f"{path}: expected a string, got the date {value} (YAML reads dates: "
+                          "quote it)")
+    if isinstance(value, int) and not -INT64_LIMIT <= value < INT64_LIMIT:
+        raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+    if isinstance(value, int | float):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+    if "\x00" in value:
+        raise ConfigError(f"{path}: must not contain a NUL character, got {_show(value)}")
+    return value
 
 
 def _to_plain(obj: Any) -> Any:

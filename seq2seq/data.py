@@ -7,12 +7,43 @@ Every source ends as a :class:`datasets.Dataset` with two string columns, ``src`
 * ``jsonl``: a directory of ``{split}.jsonl`` files (a ``translation`` dict or a field a language);
 * ``hub``:   ``datasets.load_dataset(path, hub_config, split=...)``: a Hugging Face hub dataset
   such as ``bentrevett/multi30k`` or ``wmt14`` (config ``de-en``), or a local dataset directory.
+
+Local files are UTF-8 text, plain or ``.gz``, read a line at a time (lines end at ``\\n``, and a
+``\\r`` before it is dropped; a TSV or JSONL file may start with a byte-order mark). A malformed
+file raises a one-line :class:`DataError` that starts with ``file:line:`` and says what is wrong.
+
+* TSV: the first line names the columns (at least the two languages'; other columns are
+  ignored); every other line is one row with exactly as many tab-separated fields as the header.
+  There is no quoting: quotes are text, so a sentence cannot hold a tab or a line break. Blank
+  lines at the end of the file are ignored; a blank line between rows is an error (it is a row
+  with one field, most often a sentence that was lost or split).
+* JSONL: one JSON object a line, either ``{"translation": {"de": ..., "en": ...}}`` or one field
+  a language (``{"de": ..., "en": ...}``; other fields are ignored). Values are strings or
+  ``null`` (read as ``""``). Blank lines are skipped (as JSON Lines readers do): a record names
+  its languages, so no line can shift onto the wrong partner.
+
+Sentences are stripped of surrounding whitespace in every format.
+
+A hub dataset is looked up on the hub, which retries for half a minute when there is no network.
+So unless ``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` is set (to anything: ``0`` skips the
+check) or the path is local, a TCP connection to the hub's host (``HF_ENDPOINT``'s, or the
+proxy's) is tried first, for at most :data:`HUB_PROBE_TIMEOUT` seconds; if it fails, the process
+goes offline: a dataset in the local cache still loads, a missing one fails at once.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
+import os
+import socket
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import datasets
 
@@ -49,7 +80,36 @@ def read_lines(path: Path) -> list[str]:
         with opener(path, "rt", encoding="utf-8", newline="\n") as f:
             return [line.rstrip("\r\n") for line in f]
     except (UnicodeDecodeError, OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot be read as UTF-8 text ({e})") from None
+        error = e
+    for _ in numbered_lines(path):  # read again, slowly, to name the line at fault
+        pass
+    raise DataError(f"{path}: cannot be read as UTF-8 text ({one_line(error)})")
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, line)`` from a UTF-8 text file, plain or ``.gz``, without line ends.
+
+    Lines end at ``\\n`` only; bytes are decoded a line at a time, so an encoding error names its
+    line (and a truncated or corrupt gzip stream the last line read)."""
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    n = 0
+    try:
+        with opener(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    column = len(raw[: e.start].decode("utf-8", "replace")) + 1
+                    raise DataError(
+                        f"{path}:{n}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                        f"{column}); the file must be UTF-8 text"
+                    ) from None
+                yield n, line.rstrip("\r\n")
+    except (OSError, EOFError) as e:
+        where = f"after line {n}" if n else "as UTF-8 text"
+        raise DataError(f"{path}: cannot be read {where} ({one_line(e)})") from None
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -83,22 +143,135 @@ def _load_local(cfg: DataConfig, split: str) -> datasets.Dataset:
 def _load_tsv(cfg: DataConfig, split: str) -> datasets.Dataset:
     root = _check_dir(cfg)
     path = _find(root, f"{split}.tsv")
-    # QUOTE_NONE: sentences contain quotes that are text, not CSV quoting.
-    ds = datasets.load_dataset(
-        "csv", data_files={split: str(path)}, split=split, delimiter="\t", quoting=3,
-        keep_default_na=False,
-    )
-    return _to_pair(ds, cfg, str(path))
+    src: list[str] = []
+    tgt: list[str] = []
+    with closing(numbered_lines(path)) as lines:
+        _, header = next(lines, (1, None))
+        if header is None:
+            raise DataError(f"{path}: empty file; {_TSV_HEADER_HINT.format(cfg=cfg)}")
+        columns = [name.strip() for name in header.removeprefix("\ufeff").split("\t")]
+        si, ti = (_tsv_column(columns, lang, path, cfg) for lang in (cfg.src_lang, cfg.tgt_lang))
+        width = len(columns)
+        blank = 0  # the first blank line since the last row: fine at the end of the file only
+        for n, line in lines:
+            if "\t" not in line and not line.strip():  # (a row has at least two fields)
+                blank = blank or n
+                continue
+            if blank:
+                raise DataError(f"{path}:{blank}: empty line (rows have {width} fields)")
+            fields = line.split("\t")
+            if len(fields) != width:
+                k = len(fields)
+                hint = "a tab inside a sentence?" if k > width else "a missing tab or line break?"
+                raise DataError(
+                    f"{path}:{n}: {k} tab-separated field{'s' * (k != 1)}, "
+                    f"the header has {width} ({hint})"
+                )
+            src.append(fields[si].strip())
+            tgt.append(fields[ti].strip())
+    return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+
+
+_TSV_HEADER_HINT = "the first line must name the columns, e.g. {cfg.src_lang}<TAB>{cfg.tgt_lang}"
+
+
+def _tsv_column(columns: list[str], lang: str, path: Path, cfg: DataConfig) -> int:
+    """The index of the ``lang`` column named in a TSV header."""
+    if columns.count(lang) > 1:
+        raise DataError(f"{path}:1: the header names the column {lang!r} twice")
+    if lang not in columns:
+        raise DataError(
+            f"{path}:1: the header has no column {lang!r}; {_TSV_HEADER_HINT.format(cfg=cfg)} "
+            f"(columns: {_clip(', '.join(columns))})"
+        )
+    return columns.index(lang)
 
 
 def _load_jsonl(cfg: DataConfig, split: str) -> datasets.Dataset:
     root = _check_dir(cfg)
     path = _find(root, f"{split}.jsonl")
-    ds = datasets.load_dataset("json", data_files={split: str(path)}, split=split)
-    return _to_pair(ds, cfg, str(path))
+    src: list[str] = []
+    tgt: list[str] = []
+    with closing(numbered_lines(path)) as lines:
+        for n, line in lines:
+            if n == 1:
+                line = line.removeprefix("\ufeff")
+            if line.strip():  # blank lines carry no record (as JSON Lines readers do)
+                s, t = _jsonl_pair(line, cfg.src_lang, cfg.tgt_lang, f"{path}:{n}")
+                src.append(s)
+                tgt.append(t)
+    return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+
+
+def _jsonl_pair(line: str, s: str, t: str, where: str) -> tuple[str, str]:
+    """The ``s`` and ``t`` sentences of one JSONL line; ``where`` is its ``file:line``."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except (ValueError, RecursionError) as e:  # an integer of 5000 digits, too deep a nesting
+        raise DataError(f"{where}: not valid JSON ({one_line(e, 100)})") from None
+    if not isinstance(record, dict):
+        raise DataError(
+            f"{where}: not a JSON object but {_json_kind(record)}; each line must be one object "
+            f'such as {{"translation": {{"{s}": ..., "{t}": ...}}}} or {{"{s}": ..., "{t}": ...}}'
+        )
+    if "translation" in record:
+        fields, what = record["translation"], '"translation" object'
+        if not isinstance(fields, dict):
+            raise DataError(f'{where}: "translation" is {_json_kind(fields)}, not a JSON object')
+        for lang in (s, t):
+            if lang not in fields:
+                raise DataError(
+                    f'{where}: no "{lang}" field in the "translation" object '
+                    f"(fields: {_clip(', '.join(sorted(fields)))})"
+                )
+    elif s in record and t in record:
+        fields, what = record, "record"
+    else:
+        raise DataError(
+            f"{where}: no 'translation' column and no columns {s!r} and {t!r} "
+            f"(columns: {_clip(', '.join(sorted(record)))})"
+        )
+    return _json_text(fields[s], s, what, where), _json_text(fields[t], t, what, where)
+
+
+def _json_text(value, lang: str, what: str, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(
+            f'{where}: the "{lang}" field of the {what} is {_json_kind(value)}, '
+            "not a string (or null)"
+        )
+    return value.strip()
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """User text quoted in a message: on one line and at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _load_hub(cfg: DataConfig, split: str) -> datasets.Dataset:
+    unreachable = None
+    if not _offline_mode() and not Path(cfg.path).exists():
+        address = _hub_address()
+        if not _hub_reachable(address):
+            unreachable = f"{address[0]}:{address[1]}"
+            _go_offline()
     try:
         ds = datasets.load_dataset(cfg.path, cfg.hub_config, split=split)
     except ValueError as e:
@@ -106,12 +279,89 @@ def _load_hub(cfg: DataConfig, split: str) -> datasets.Dataset:
             raise DataError(f"{cfg.path}: no split {split!r} ({one_line(e)})") from None
         raise DataError(f"{cfg.path}: {one_line(e)}") from None
     except Exception as e:  # network errors come in many types (requests, httpx, OSError, hub)
+        why = f" from the Hugging Face hub ({type(e).__name__})"
+        if unreachable:
+            why = f": the Hugging Face hub ({unreachable}) cannot be reached and it is not cached"
         raise DataError(
-            f"cannot load {cfg.path!r} from the Hugging Face hub ({type(e).__name__}); "
-            "when offline, point the config at local files: data.format: local and "
-            "data.path: a directory of {split}.{lang} files"
+            f"cannot load {cfg.path!r}{why}; when offline, point the config at local files: "
+            "data.format: local and data.path: a directory of {split}.{lang} files"
         ) from None
+    if unreachable:
+        print(
+            f"warning: the Hugging Face hub ({unreachable}) cannot be reached: loaded "
+            f"{cfg.path!r} from the local cache (HF_HUB_OFFLINE=0 skips this check)",
+            file=sys.stderr, flush=True,
+        )
     return _to_pair(ds, cfg, cfg.path)
+
+
+HUB_PROBE_TIMEOUT = 3.0  # seconds for the hub's host to accept a TCP connection
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def _offline_mode() -> bool:
+    """Whether the user chose a mode: either variable set (to anything: ``0`` skips the probe),
+    or offline mode already on in ``datasets``."""
+    chosen = any(v in os.environ for v in _OFFLINE_VARS)
+    return chosen or getattr(datasets.config, "HF_HUB_OFFLINE", False) is True
+
+
+def _hub_address() -> tuple[str, int]:
+    """The host and port a hub request connects to: ``HF_ENDPOINT``'s (``huggingface.co:443``
+    by default), or the proxy's where an ``https_proxy``/``all_proxy`` variable applies to it."""
+    default = ("huggingface.co", 443)
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+    try:
+        url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        if not url.hostname:
+            return default
+        address = (url.hostname, url.port or (80 if url.scheme == "http" else 443))
+        proxies = urllib.request.getproxies_environment()
+        proxy = proxies.get(url.scheme) or proxies.get("all")
+        if proxy and not urllib.request.proxy_bypass_environment(url.hostname, proxies):
+            p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            if p.hostname:
+                default_port = {"http": 80, "https": 443}.get(p.scheme, 1080)
+                address = (p.hostname, p.port or default_port)
+        return address
+    except ValueError:  # a malformed URL or port: let the hub client report it
+        return default
+
+
+def _hub_reachable(address: tuple[str, int], timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether ``address`` accepts a TCP connection within ``timeout`` seconds (no request is
+    sent). The name lookup is bounded too: the connection is tried on a daemon thread."""
+    ok = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            ok.append(True)
+        except (OSError, ValueError):  # ValueError: a host name that cannot be encoded
+            pass
+
+    probe = threading.Thread(target=connect, name="hub-probe", daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(ok)
+
+
+def _go_offline() -> None:
+    """Offline mode for the rest of the process: the variables (for child processes and libraries
+    that read them late) and the flags ``datasets`` and ``huggingface_hub`` read at import."""
+    for name in _OFFLINE_VARS:
+        os.environ[name] = "1"
+    try:
+        from huggingface_hub import constants as hub_constants
+    except ImportError:
+        hub_constants = None
+    for module, flags in (
+        (datasets.config, ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
+        (hub_constants, ("HF_HUB_OFFLINE",)),
+    ):
+        for flag in flags:
+            if module is not None and hasattr(module, flag):
+                setattr(module, flag, True)
 
 
 def _to_pair(ds: datasets.Dataset, cfg: DataConfig, where: str) -> datasets.Dataset:

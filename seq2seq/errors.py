@@ -22,6 +22,19 @@ class CheckpointError(Seq2SeqError):
     """A missing, truncated or incompatible checkpoint or run directory."""
 
 
+class TrainingError(Seq2SeqError):
+    """Training cannot go on (the loss stays non-finite)."""
+
+
 def one_line(e: BaseException, limit: int = 300) -> str:
     """An exception's message folded onto one line (for messages that quote other libraries)."""
     return " ".join(str(e).split())[:limit]
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a resumable checkpoint; the message (one line)
+    says where and how to continue. Not a user error: the CLI exits with ``128 + signal``."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -18,50 +18,55 @@ import json
 from pathlib import Path
 from typing import Any
 
+from seq2seq.choices import LENGTH_PENALTIES
 from seq2seq.config import DecodeConfig
 from seq2seq.data import load_split, read_lines, split_name
-from seq2seq.errors import DataError
+from seq2seq.errors import DataError, Seq2SeqError
 from seq2seq.inference import Translation, Translator
 from seq2seq.metrics import corpus_scores
-from seq2seq.run import RunDir, eval_name
+from seq2seq.run import RunDir, eval_name, write_text_atomic
 
 
 def evaluate(
     run: str | Path, split: str = "test", src_file: Path | None = None,
     ref_file: Path | None = None, checkpoint: str = "best", device: str = "auto",
     lowercase: bool = False, tokenize: str = "13a", decode: DecodeConfig | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Load a run's ``checkpoint``, translate and score (:func:`evaluate_translator`);
-    ``decode`` replaces the run's search options, e.g.
-    ``config.decode.override(beam_size=5)``."""
+    """Load a run's ``checkpoint``, translate and score (:func:`evaluate_translator`). The
+    search is the run's ``decode`` section, or ``decode``, with ``options`` on top (e.g.
+    ``beam_size=5, n_best=3``: validated as :meth:`DecodeConfig.override` does)."""
     tr = Translator.from_run(run, checkpoint=checkpoint, device=device, decode=decode)
-    return evaluate_translator(tr, run, checkpoint, split=split, src_file=src_file,
-                               ref_file=ref_file, lowercase=lowercase, tokenize=tokenize)
+    tr.decode = tr.decode.override(**options)
+    return evaluate_translator(tr, split=split, src_file=src_file, ref_file=ref_file,
+                               lowercase=lowercase, tokenize=tokenize)
 
 
 def evaluate_translator(
-    tr: Translator, run: str | Path, checkpoint: str = "best", split: str = "test",
-    src_file: Path | None = None, ref_file: Path | None = None, lowercase: bool = False,
-    tokenize: str = "13a",
+    tr: Translator, split: str = "test", src_file: Path | None = None,
+    ref_file: Path | None = None, lowercase: bool = False, tokenize: str = "13a",
 ) -> dict[str, Any]:
     """Translate a split (or ``src_file``) with ``tr`` and its search options ``tr.decode``,
-    score against the references and write the report files into the run directory
-    (``checkpoint``, as given, names them); returns the report."""
+    score against the references and write the report files into the translator's run
+    directory, named after its data, search and checkpoint; returns the report."""
+    if tr.run is None:
+        raise Seq2SeqError("evaluate needs a translator loaded with Translator.from_run")
     data, src, refs = _test_data(tr, split, src_file, ref_file)
+    tr.run.check_writable("seq2seq eval")  # before the decoding that it would lose
     decode = tr.decode
-    nbest = tr.translate_nbest(src)
+    nbest = tr.translate_nbest(src, where=f"{data} line")
     hyps = [h[0].text if h else "" for h in nbest]
     scores = corpus_scores(hyps, refs, lowercase=lowercase, tokenize=tokenize)
     report = {
-        "run": str(Path(run)), "checkpoint": str(tr.checkpoint), "data": data,
+        "run": str(tr.run), "checkpoint": str(tr.checkpoint), "data": data,
         "sentences": len(src),
         "search": {"method": "greedy" if decode.beam_size == 1 else "beam",
                    **dataclasses.asdict(decode)},
         "scoring": {"lowercase": lowercase, "tokenize": tokenize},
         **scores,
     }
-    name = eval_name(data, decode.beam_size, decode.hard_attention, checkpoint)
-    _write(RunDir(run), name, report, hyps, nbest if decode.n_best > 1 else None)
+    name = eval_name(data, decode.beam_size, decode.hard_attention, tr.checkpoint_name)
+    _write(tr.run, name, report, hyps, nbest if decode.n_best > 1 else None)
     return report
 
 
@@ -82,19 +87,20 @@ def _test_data(tr: Translator, split: str, src_file: Path | None, ref_file: Path
 def _write(run: RunDir, name: str, report: dict[str, Any], hyps: list[str],
            nbest: list[list[Translation]] | None) -> None:
     files = run.eval_files(name)
-    files.hyps.write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    write_text_atomic(files.hyps, "\n".join(hyps) + "\n")
     if nbest is not None:
         lines = [f"{i}\t{t.score:.4f}\t{t.text}" for i, hs in enumerate(nbest) for t in hs]
-        files.nbest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    files.report.write_text(json.dumps(report, indent=2) + "\n")
-    files.markdown.write_text(markdown(report), encoding="utf-8")
+        write_text_atomic(files.nbest, "\n".join(lines) + "\n")
+    write_text_atomic(files.report, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(files.markdown, markdown(report))
 
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["search"]
     search = "greedy" if s["beam_size"] == 1 else (
         f"beam {s['beam_size']}, {s['length_penalty']} length penalty"
-        + (f" (alpha {s['alpha']})" if s["length_penalty"] == "gnmt" else ""))
+        + (f" (alpha {s['alpha']})" if LENGTH_PENALTIES.get(s["length_penalty"]).uses_alpha
+           else ""))
     if s["hard_attention"]:
         search += ", hard attention"
     lines = [

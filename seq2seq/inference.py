@@ -14,7 +14,8 @@ it into a search strategy (:func:`seq2seq.search.make_search`) and decodes encod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,37 @@ from seq2seq.run import RunDir
 from seq2seq.runtime import pick_device
 from seq2seq.search import Hypothesis, make_search, max_lengths
 from seq2seq.vocab import Vocab
+
+
+def input_limit(model: Seq2SeqModel, cfg: Config, decode: DecodeConfig | None = None) -> int:
+    """The longest source, in subwords, that decoding reads: ``decode.max_input_len`` (by
+    default ``data.max_len``, the longest pair the model was trained on), and less than the
+    model's position table (the model appends eos). Validation, ``eval`` and ``translate`` all
+    cut longer input to this with a warning (:func:`clip_inputs`); the output limit
+    ``a * source length + b`` then caps decoding the same way everywhere."""
+    decode = decode or cfg.decode
+    limit = decode.max_input_len or cfg.data.max_len
+    cap = model.max_positions
+    return min(limit, cap - 1) if cap else limit
+
+
+def clip_inputs(ids: list[list[int]], limit: int, names: Sequence[str],
+                warn: Callable[[str], None] | None = None) -> list[list[int]]:
+    """Cut every id list to ``limit``; each cut one is reported through ``warn`` (default: a
+    line on standard error) by its name in ``names`` (e.g. ``val line 17``)."""
+    warn = warn or print_warning
+    out = []
+    for seq, name in zip(ids, names, strict=True):
+        if len(seq) > limit:
+            warn(f"{name} has {len(seq)} subwords; only the first {limit} are used "
+                 "(decode.max_input_len, by default data.max_len)")
+            seq = seq[:limit]
+        out.append(seq)
+    return out
+
+
+def print_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 @torch.no_grad()
@@ -79,8 +111,10 @@ class Translator:
     src_vocab: Vocab
     tgt_vocab: Vocab
     device: torch.device
-    checkpoint: Path
-    decode: DecodeConfig
+    checkpoint: Path  # the file the weights came from
+    decode: DecodeConfig  # the search options (a validated copy of the run's or the caller's)
+    run: RunDir | None = None  # where the weights came from (None for a model built in memory)
+    checkpoint_name: str = "best"  # as asked for: best, last or a path (names eval reports)
 
     @classmethod
     def from_run(cls, run: str | Path, checkpoint: str = "best", device: str = "auto",
@@ -98,36 +132,33 @@ class Translator:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"{path}: weights do not fit the model ({first})") from None
         model.to(dev).eval()
-        if decode is not None:
-            decode.validate()
-        return cls(model, cfg, src_vocab, tgt_vocab, dev, path,
-                   decode if decode is not None else cfg.decode)
+        decode = (decode if decode is not None else cfg.decode).override()
+        return cls(model, cfg, src_vocab, tgt_vocab, dev, path, decode, run_dir, checkpoint)
 
     def translate(self, lines: Sequence[str], decode: DecodeConfig | None = None) -> list[str]:
         """Translate detokenized sentences; an empty line gives an empty translation."""
         return [h[0].text if h else "" for h in self.translate_nbest(lines, decode)]
 
     def translate_nbest(self, lines: Sequence[str], decode: DecodeConfig | None = None,
-                        return_attention: bool = False) -> list[list[Translation]]:
+                        return_attention: bool = False, where: str = "line",
+                        first_line: int = 1, warn: Callable[[str], None] | None = None
+                        ) -> list[list[Translation]]:
         """Per line, its ``n_best`` translations best first (an empty list for an empty line),
         with their scores, subwords and, on request, attention weights; ``decode`` (default:
-        ``self.decode``) sets the search."""
-        decode = decode if decode is not None else self.decode
+        ``self.decode``) sets the search. A line longer than :func:`input_limit` is cut, with
+        a warning (through ``warn``, default standard error) naming it as ``where`` and its
+        number (``first_line`` for ``lines[0]``)."""
+        decode = decode.override() if decode is not None else self.decode
         out: list[list[Translation]] = [[] for _ in lines]
         todo = [i for i, line in enumerate(lines) if line.strip()]
         if not todo:
             return out
         src_ids = self.src_vocab.encode([lines[i].strip() for i in todo])
-        src_ids = [s[: self.max_src_len()] for s in src_ids]
+        src_ids = clip_inputs(src_ids, input_limit(self.model, self.config, decode),
+                              [f"{where} {first_line + i}" for i in todo], warn)
         hyps = search_ids(self.model, src_ids, decode, self.device, return_attention)
         for i, s_ids, nbest in zip(todo, src_ids, hyps):
             texts = self.tgt_vocab.decode([h.tokens for h in nbest])
             out[i] = [Translation(text, h.score, h.tokens, s_ids, h.attention)
                       for text, h in zip(texts, nbest)]
         return out
-
-    def max_src_len(self) -> int:
-        """Longest source (in subwords, eos included) fed to the model; longer input is cut."""
-        limit = 4 * self.config.data.max_len
-        cap = self.model.max_positions
-        return min(limit, cap - 1) if cap else limit

@@ -5,6 +5,7 @@ Matplotlib runs on its file-only ``Agg`` backend, so plotting works without a di
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +60,15 @@ class AttentionPlotter:
         if head is not None and not 1 <= head <= heads:
             raise Seq2SeqError(f"--head {head}: the model has {heads} head"
                                + ("s" if heads > 1 else ""))
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise Seq2SeqError(f"--plot-attention {self.dir}: exists and is not a directory")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise Seq2SeqError(f"--plot-attention {self.dir}: cannot create it "
+                               f"({e.strerror or e})") from None
+        if not os.access(self.dir, os.W_OK | os.X_OK):
+            raise Seq2SeqError(f"--plot-attention {self.dir}: not writable")
 
     def maps(self, t: Translation) -> dict[str, torch.Tensor]:
         model = self.tr.model

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from seq2seq.choices import ARCHITECTURES
 from seq2seq.data import split_name
 from seq2seq.errors import Seq2SeqError
 from seq2seq.run import RunDir
@@ -14,24 +15,12 @@ from seq2seq.run import RunDir
 
 def describe(cfg) -> tuple[str, str]:
     """(model family, attention) in words, from a run's config."""
-    m, a = cfg.model, cfg.model.attention
-    if m.arch == "transformer":
-        return (f"Transformer {m.encoder_layers}+{m.decoder_layers}, d {m.embed_size}",
-                f"multi-head scaled dot ({a.heads} heads)")
-    family = f"{m.decoder} {m.cell.upper()}"
-    if a.score == "none":
-        return family, "none"
-    attention = f"{a.score}" + (f", {a.heads} heads" if a.heads > 1 else "")
-    if m.decoder == "luong":
-        attention += f", {a.window}"
-    return family, attention
+    return ARCHITECTURES.get(cfg.model.arch).describe(cfg.model)
 
 
 def collect(run: Path, split: str = "test") -> dict[str, Any]:
     """One row of the report: what ``run`` holds about its training and its evaluation."""
-    rd = RunDir(run)
-    if not rd.path.is_dir():
-        raise Seq2SeqError(f"run directory not found: {rd.path}")
+    rd = RunDir(run).require()
     summary = rd.read_summary()
     if summary is None:
         raise Seq2SeqError(f"{rd.path}: no train_summary.json (is the training finished?)")

@@ -23,7 +23,9 @@ Every other module goes through :class:`RunDir` to read or write these files.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,34 @@ def eval_name(data: str, beam_size: int = 1, hard_attention: bool = False,
     if hard_attention:
         name += "_hard"
     return name
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by a file holding ``text``: written beside it, then renamed over it, so
+    a reader (or a crash) sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+# what a resumed run must keep: its checkpoint and vocabulary depend on these
+_FIXED_ON_RESUME = ("vocab.", "model.", "data.src_lang", "data.tgt_lang")
+_FREE_ON_RESUME = {"model.dropout", "model.attention_dropout", "model.relu_dropout"}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -95,7 +125,7 @@ class RunDir:
 
     def write_config(self, cfg: Config) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(config_to_yaml(cfg), encoding="utf-8")
+        write_text_atomic(self.config_path, config_to_yaml(cfg))
 
     def read_config(self, overrides: list[str] | None = None) -> Config:
         return load_config(self.config_path, overrides)
@@ -106,7 +136,38 @@ class RunDir:
         if (d / "joint.model").is_file():
             v = Vocab(d / "joint.model")
             return v, v
-        return Vocab(d / "src.model"), Vocab(d / "tgt.model")
+        if (d / "src.model").is_file() or (d / "tgt.model").is_file():
+            return Vocab(d / "src.model"), Vocab(d / "tgt.model")
+        raise CheckpointError(f"{self.path}: no vocabulary (vocab/joint.model, or "
+                              "vocab/src.model and vocab/tgt.model); the run directory is "
+                              "incomplete")
+
+    def install_vocabularies(self, src: Vocab, tgt: Vocab) -> None:
+        """Copy the SentencePiece model(s) into vocab/ (``joint.model`` when ``src`` is
+        ``tgt``), replacing the directory as a whole."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".vocab.", dir=self.path))
+        try:
+            files = {"joint": src} if src is tgt else {"src": src, "tgt": tgt}
+            for name, vocab in files.items():
+                shutil.copyfile(vocab.path, tmp / f"{name}.model")
+            tmp.chmod(ckpt.file_mode(directory=True))  # mkdtemp makes 0700
+            if self.vocab_dir.exists():
+                shutil.rmtree(self.vocab_dir)
+            os.replace(tmp, self.vocab_dir)
+        except OSError as e:
+            raise CheckpointError(f"cannot write {self.vocab_dir}: {e.strerror or e}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def check_writable(self, purpose: str) -> None:
+        """Raise a one-line error now, before any work, if ``purpose`` (what a command is
+        about to do) could not write into the run directory."""
+        probe = self.path if self.path.is_dir() else next(
+            (p for p in self.path.parents if p.is_dir()), Path("."))
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise CheckpointError(f"{probe}: not writable, but {purpose} writes into "
+                                  f"{self.path}")
 
     # ---- checkpoints ------------------------------------------------------------------------
     @property
@@ -160,8 +221,12 @@ class RunDir:
         ckpt.save_atomic(payload, self.last)
         if best:
             tmp = self.path / ".best.pt.tmp"
-            shutil.copyfile(self.last, tmp)
-            tmp.replace(self.best)
+            try:
+                shutil.copyfile(self.last, tmp)
+                tmp.replace(self.best)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise ckpt.write_error(self.best, e) from None
 
     def keep(self, weights: dict[str, Any], update: int, score: float,
              kept: list[list[float]], keep_last: int, keep_best: int) -> list[list[float]]:
@@ -200,15 +265,35 @@ class RunDir:
         return sorted(sorted(files, key=lambda p: -scores[p])[:n])
 
     # ---- starting a run ---------------------------------------------------------------------
+    def check_fresh(self, overwrite: bool) -> None:
+        """Refuse to start a new training over checkpoints unless ``overwrite``; and the
+        directory must be writable. Changes nothing."""
+        if self.has_checkpoints() and not overwrite:
+            raise CheckpointError(
+                f"run directory {self.path} already holds checkpoints; continue it with "
+                f"--resume {self.path}, choose another run_dir (--run-dir), or pass "
+                "--overwrite to delete it")
+        self.check_writable("training")
+
+    def check_resumable(self, cfg: Config) -> None:
+        """Refuse, changing nothing, to resume with a config whose vocabulary or model differs
+        from the run's (its checkpoint and vocab/ would not fit); dropout rates may change."""
+        if not self.last.is_file():
+            raise CheckpointError(f"--resume: no last.pt in {self.path}")
+        old, new = _flat(self.read_config().to_dict()), _flat(cfg.to_dict())
+        for key in sorted(old.keys() | new.keys()):
+            fixed = key.startswith(_FIXED_ON_RESUME) and key not in _FREE_ON_RESUME
+            if fixed and old.get(key) != new.get(key):
+                raise ConfigError(
+                    f"{key}: cannot change when resuming (the run has {old.get(key)!r}, "
+                    f"asked for {new.get(key)!r}); start a new run to change it")
+        self.check_writable("training")
+
     def prepare_fresh(self, overwrite: bool) -> None:
-        """Make the directory ready for a new training: refuse to touch checkpoints unless
-        ``overwrite`` (then delete the directory), and start a new metrics log."""
+        """Make the directory ready for a new training (after :meth:`check_fresh` and every
+        other check passed): with ``overwrite`` delete an earlier run, start a new log."""
+        self.check_fresh(overwrite)
         if self.has_checkpoints():
-            if not overwrite:
-                raise CheckpointError(
-                    f"run directory {self.path} already holds checkpoints; continue it with "
-                    f"--resume {self.path}, choose another run_dir (--run-dir), or pass "
-                    "--overwrite to delete it")
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.metrics_path.unlink(missing_ok=True)
@@ -244,15 +329,14 @@ class RunDir:
     def truncate_log_after(self, update: int) -> None:
         """Drop the records a killed run wrote after its last checkpoint."""
         keep = [r for r in self.records() if r.get("update", 0) <= update]
-        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in keep),
-                                     encoding="utf-8")
+        write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def read_summary(self) -> dict[str, Any] | None:
         """train_summary.json, or None before training has finished once."""
         return _read_json(self.summary_path) if self.summary_path.is_file() else None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        self.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
 
     # ---- evaluations ------------------------------------------------------------------------
     def eval_files(self, name: str) -> EvalFiles:

@@ -53,12 +53,6 @@ class Hypothesis:
     attention: torch.Tensor | None = None  # (len(tokens) + 1, S): each output token and eos
 
 
-def normalise(log_prob: float, length: int, penalty: str = "gnmt", alpha: float = 0.6) -> float:
-    """Length-normalised score of a hypothesis of ``length`` tokens (eos included) under the
-    length penalty called ``penalty`` (see :data:`seq2seq.choices.LENGTH_PENALTIES`)."""
-    return LENGTH_PENALTIES.get(penalty).normalise(log_prob, length, alpha)
-
-
 def max_lengths(src_len: torch.Tensor, a: float, b: int, cap: int | None = None
                 ) -> torch.Tensor:
     """Output length limit per sentence: ``a * src_len + b`` tokens (eos included), at most

@@ -81,7 +81,9 @@ def translate_stream(tr: Translator, stream: BinaryIO, out: TextIO,
         first = line_no + 1
         texts = [_text(raw, first + i, err) for i, raw in enumerate(raw_lines)]
         line_no += len(texts)
-        for i, nbest in enumerate(tr.translate_nbest(texts)):
+        results = tr.translate_nbest(texts, where="input line", first_line=first,
+                                     warn=lambda m: err.write(f"warning: {m}\n"))
+        for i, nbest in enumerate(results):
             _write(out, nbest, n_best)
             if plotter is not None and nbest:
                 plotter.plot(first + i, nbest[0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,12 @@ from tqdm import tqdm
 from seq2seq import checkpoint as ckpt
 from seq2seq import distributed
 from seq2seq.batching import Batch, TrainBatches, inference_batches, make_batch
+from seq2seq.choices import ARCHITECTURES
 from seq2seq.config import Config
 from seq2seq.data import load_split
-from seq2seq.errors import CheckpointError, ConfigError, DataError
-from seq2seq.inference import decode_ids
+from seq2seq.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
+from seq2seq.inference import clip_inputs, decode_ids, input_limit, print_warning
+from seq2seq.interrupts import StopSignals
 from seq2seq.loss import cross_entropy_sum
 from seq2seq.metrics import corpus_scores
 from seq2seq.models import Seq2SeqModel, build_model
@@ -107,8 +110,10 @@ class TrainingData:
     batches: TrainBatches
 
 
-def load_training_data(cfg: Config, run: RunDir, write_vocab: bool = True) -> TrainingData:
-    """Read both splits, train (or reuse) the vocabulary into ``run``'s vocab/ and encode;
+def load_training_data(cfg: Config, vocabs: tuple[Vocab, Vocab] | None = None
+                       ) -> TrainingData:
+    """Read both splits, encode them with ``vocabs`` (a resumed run's) or a vocabulary trained
+    on the training split (or taken from the cache; nothing is written into the run yet);
     training pairs longer than ``data.max_len`` are dropped."""
     t = cfg.train
     train_ds = load_split(cfg.data, cfg.data.splits.train)
@@ -119,8 +124,7 @@ def load_training_data(cfg: Config, run: RunDir, write_vocab: bool = True) -> Tr
         valid_ds = valid_ds.select(range(min(t.valid_max_sentences, len(valid_ds))))
     train_src, train_tgt = train_ds["src"], train_ds["tgt"]
     valid_src, valid_tgt = valid_ds["src"], valid_ds["tgt"]
-    src_vocab, tgt_vocab = train_or_load(cfg.vocab, train_src, train_tgt, run.vocab_dir,
-                                         write=write_vocab)
+    src_vocab, tgt_vocab = vocabs or train_or_load(cfg.vocab, train_src, train_tgt)
     tr_s, tr_t = encode_pairs(src_vocab, tgt_vocab, train_src, train_tgt, cfg.data.max_len)
     va_s, va_t = encode_pairs(src_vocab, tgt_vocab, valid_src, valid_tgt, None)
     if not tr_s:
@@ -146,6 +150,7 @@ class Progress:
     train_s: float = 0.0
     tokens: int = 0
     kept: list[list[float]] = dataclasses.field(default_factory=list)  # [update, score] saved
+    nonfinite: int = 0  # updates skipped in a row for a non-finite loss or gradient
 
 
 class WallClock:
@@ -184,29 +189,64 @@ class Trainer:
             raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 on a CPU")
         self.show_progress = progress and self.world.main
         self.run_dir = RunDir.of(cfg)
-        if self.world.main:
-            self._prepare_run_dir(resume, overwrite)
-        distributed.barrier(self.world)
+        # Every check comes before the run directory changes: a refused --resume or a failed
+        # start leaves it as it was.
+        if resume:
+            self.run_dir.check_resumable(cfg)
+        else:
+            self.run_dir.check_fresh(overwrite)
         seed_everything(self.t.seed)
-        self.data = load_training_data(cfg, self.run_dir, write_vocab=self.world.main)
+        self.data = load_training_data(cfg, self.run_dir.vocabularies() if resume else None)
         self._build_model()
         self.state = Progress()
         # validation BLEU uses greedy search whatever decode.beam_size says: a training signal
-        self.valid_decode = dataclasses.replace(cfg.decode, beam_size=1, n_best=1,
-                                                hard_attention=False)
+        self.valid_decode = cfg.decode.override(beam_size=1, n_best=1, hard_attention=False)
+        self._clip_validation()
         if resume:
             self._restore(self.run_dir.last)
+        if self.world.main:
+            self._check_disk_space()
+            self._commit_run_dir(resume, overwrite)
+        distributed.barrier(self.world)
         summary = self.run_dir.read_summary() if self.state.update else None
         self.clock = WallClock(summary.get("wall_s", 0.0) if summary else 0.0)
+        self.signals = StopSignals()
 
     # ---- set-up ------------------------------------------------------------------------------
-    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
+    def _commit_run_dir(self, resume: bool, overwrite: bool) -> None:
+        """Write the run directory once every check has passed (whole files, atomically)."""
         if resume:
-            if not self.run_dir.last.is_file():
-                raise CheckpointError(f"--resume: no last.pt in {self.run_dir}")
+            self.run_dir.truncate_log_after(self.state.update)
         else:
             self.run_dir.prepare_fresh(overwrite)
+            self.run_dir.install_vocabularies(self.data.src_vocab, self.data.tgt_vocab)
         self.run_dir.write_config(self.cfg)
+
+    def _check_disk_space(self) -> None:
+        """Refuse to start when the run's disk cannot hold its checkpoints: last.pt and best.pt
+        with the optimizer state (about 3x the weights with Adam), plus the kept weights."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        need = 2 * 3 * weights + (self.t.keep_last + self.t.keep_best) * weights
+        existing = next(p for p in (self.run_dir.path, *self.run_dir.path.parents) if p.is_dir())
+        free = ckpt.free_bytes(existing)
+        if free is not None and free < need:
+            raise CheckpointError(
+                f"{existing}: {ckpt.human_size(free)} free, but this run's checkpoints need "
+                f"about {ckpt.human_size(need)}; free some space or choose another --run-dir")
+
+    def _clip_validation(self) -> None:
+        """Validation reads no more than decoding would (see inference.input_limit): longer
+        validation sentences are cut on both sides, with a warning naming their line."""
+        d = self.data
+        limit = input_limit(self.model, self.cfg)
+        split = self.cfg.data.splits.valid
+        warn = print_warning if self.world.main else (lambda message: None)
+        d.valid_src_ids = clip_inputs(d.valid_src_ids, limit,
+                                      [f"{split} line {i + 1} (source)"
+                                       for i in range(len(d.valid_src_ids))], warn)
+        d.valid_tgt_ids = clip_inputs(d.valid_tgt_ids, limit,
+                                      [f"{split} line {i + 1} (target)"
+                                       for i in range(len(d.valid_tgt_ids))], warn)
 
     def _build_model(self) -> None:
         d = self.data
@@ -237,8 +277,6 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         self.state = Progress(**payload["progress"])
         set_rng_state(payload["rng"])
-        if self.world.main:
-            self.run_dir.truncate_log_after(self.state.update)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -316,8 +354,10 @@ class Trainer:
         return stop
 
     # ---- the loop ----------------------------------------------------------------------------
-    def _step(self, group: list[np.ndarray]) -> tuple[float, int, int]:
-        """One update from the batches of this rank (summed gradients, accumulation)."""
+    def _step(self, group: list[np.ndarray]) -> tuple[float, int, int, bool]:
+        """One update from the batches of this rank (summed gradients, accumulation); returns
+        (summed loss, target tokens, tokens, whether the step was taken: a non-finite loss or
+        gradient norm on any rank skips it)."""
         t = self.t
         parts = [self.data.batches.collate(idx).to(self.device) for idx in group]
         n_tgt = sum(b.n_tgt_tokens for b in parts)
@@ -335,12 +375,23 @@ class Trainer:
                     loss_sum = self.loss(b, t.label_smoothing)
                 self.scaler.scale(loss_sum * scale).backward()
             loss_total += float(loss_sum.detach())
+        n_tok = n_tgt + sum(b.n_src_tokens for b in parts)
+        finite = math.isfinite(loss_total)
         if t.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
+            if self.precision != "fp16":  # fp16's gradient scaler skips inf gradients itself
+                finite = finite and bool(torch.isfinite(norm))
+        if self.world.distributed:  # every rank takes the step or none does
+            finite = distributed.all_sum(float(not finite), self.world, self.device) == 0
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():
+                self.scaler.update()
+            return loss_total, n_tgt, n_tok, False
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss_total, n_tgt, n_tgt + sum(b.n_src_tokens for b in parts)
+        return loss_total, n_tgt, n_tok, True
 
     def _done(self) -> bool:
         t, s = self.t, self.state
@@ -348,21 +399,65 @@ class Trainer:
         return s.update >= t.max_updates or (t.max_minutes is not None
                                              and minutes >= t.max_minutes)
 
-    def _update(self, group: list[np.ndarray], per_update: int, window: LogWindow) -> float:
-        """One update and its bookkeeping; returns its learning rate."""
+    def _update(self, group: list[np.ndarray], per_update: int, window: LogWindow
+                ) -> float | None:
+        """One update and its bookkeeping; returns its learning rate, or None when the update
+        was skipped (its batches are consumed all the same)."""
         s = self.state
         t0 = time.perf_counter()
         lr = self.schedule.set(s.update + 1)
-        loss_sum, n_tgt, n_tok = self._step(group)
-        s.update += 1
+        loss_sum, n_tgt, n_tok, taken = self._step(group)
         s.position += per_update
         s.train_s += time.perf_counter() - t0
+        if not taken:
+            self._skipped(loss_sum)
+            return None
+        s.nonfinite = 0
+        s.update += 1
         n_tok = int(distributed.all_sum(n_tok, self.world, self.device))
         s.tokens += n_tok
         window.tokens += n_tok
         window.tgt += n_tgt
         window.loss += loss_sum
         return lr
+
+    def _skipped(self, loss: float) -> None:
+        """Log an update skipped for a non-finite loss or gradient; too many in a row stop the
+        run (last.pt, from the last validation, is untouched)."""
+        s, t = self.state, self.t
+        s.nonfinite += 1
+        if self.world.main:
+            self.run_dir.log({"kind": "skip", "update": s.update, "epoch": s.epoch,
+                              "position": s.position, "loss": repr(loss)})
+            tqdm.write(f"warning: update {s.update + 1} skipped: non-finite loss or gradient "
+                       f"(loss {loss}); {s.nonfinite} in a row")
+        if s.nonfinite >= t.max_nonfinite:
+            raise TrainingError(
+                f"training stopped: {s.nonfinite} updates in a row had a non-finite loss or "
+                f"gradient (after update {s.update}, epoch {s.epoch}); {self.run_dir.last} "
+                f"keeps the last validated state. Lower train.lr or raise "
+                f"train.warmup_updates, then --resume {self.run_dir} or start again")
+
+    def _stop_requested(self) -> bool:
+        """Whether a SIGINT/SIGTERM reached this process (or any rank)."""
+        got = self.signals.received is not None
+        if self.world.distributed:
+            got = distributed.all_sum(float(got), self.world, self.device) > 0
+        return got
+
+    def _stop_on_signal(self) -> None:
+        """Save a resumable last.pt where training stands and end with the resume command."""
+        s = self.state
+        name, signum = self.signals.name or "SIGINT", self.signals.received or signal.SIGINT
+        if self.world.main:
+            self.run_dir.save_last(self._payload(), best=False)
+            self._write_summary(stopped=name)
+        distributed.barrier(self.world)
+        cmd = f"seq2seq train --resume {self.run_dir}"
+        if self.world.distributed:
+            cmd += f" --nproc {self.world.size}"
+        raise Interrupted(f"{name}: stopped after update {s.update} (epoch {s.epoch}) and saved "
+                          f"{self.run_dir.last}; continue with: {cmd}", signum)
 
     def _log_window(self, window: LogWindow, lr: float, bar: tqdm) -> LogWindow:
         """Write a ``train`` record for the updates of ``window``; returns a new window."""
@@ -391,6 +486,10 @@ class Trainer:
             if not group:
                 break
             lr = self._update(group, per_update, window)
+            if self._stop_requested():
+                self._stop_on_signal()
+            if lr is None:  # skipped
+                continue
             if s.update % t.log_every == 0 and self.world.main:
                 window = self._log_window(window, lr, bar)
             bar.update(1)
@@ -420,10 +519,13 @@ class Trainer:
                    disable=not self.show_progress, dynamic_ncols=True, desc="train")
         self.model.train()
         done, window = self._done(), LogWindow()
-        while not done:
-            done, window = self._train_epoch(bar, window)
-            done = done or self._end_epoch()
-        bar.close()
+        with self.signals:
+            try:
+                while not done:
+                    done, window = self._train_epoch(bar, window)
+                    done = done or self._end_epoch()
+            finally:
+                bar.close()
         if self.world.main:
             self._write_summary()
         distributed.barrier(self.world)
@@ -440,12 +542,13 @@ class Trainer:
             + (f", resuming at update {s.update}" if s.update else "")
         )
 
-    def _write_summary(self) -> None:
+    def _write_summary(self, stopped: str | None = None) -> None:
+        """train_summary.json; ``stopped`` names the signal that interrupted the run."""
         s, cfg, m = self.state, self.cfg, self.cfg.model
         wall = self.clock.seconds()
-        rnn = m.arch == "rnn"
+        has_decoder = ARCHITECTURES.get(m.arch).has_decoder
         summary = {
-            "name": cfg.name, "arch": m.arch, "decoder": m.decoder if rnn else None,
+            "name": cfg.name, "arch": m.arch, "decoder": m.decoder if has_decoder else None,
             "attention": m.attention.score, "window": m.attention.window,
             "heads": m.attention.heads, "parameters": self.model.num_parameters(),
             "updates": s.update, "epochs": s.epoch, "train_s": round(s.train_s, 1),
@@ -454,7 +557,11 @@ class Trainer:
             "device": str(self.device), "processes": self.world.size,
             "precision": self.precision,
         }
+        if stopped:
+            summary["stopped_by"] = stopped
         self.run_dir.write_summary(summary)
+        if stopped:
+            return
         best = -s.best if self.t.valid_metric == "loss" and s.best is not None else s.best
         tqdm.write(
             f"done: {s.update} updates in {wall / 60:.1f} min ({summary['tokens_per_s']} tok/s); "

@@ -2,8 +2,9 @@
 
 A joint model (one vocabulary for both languages) or one model per language, unigram or BPE.
 Trained models are cached under ``$SEQ2SEQ_CACHE`` (default ``~/.cache/seq2seq``) keyed by a hash of
-the training text and the settings, so an unchanged setup reuses them, and copied into the run
-directory so that ``eval`` and ``translate`` need nothing but the run.
+the training text and the settings, so an unchanged setup reuses them; training copies them into
+the run directory (``seq2seq/run.py``) so that ``eval`` and ``translate`` need nothing but the
+run.
 
 Every vocabulary uses the special ids of ``seq2seq/special.py``: pad 0, unk 1, bos 2, eos 3.
 """
@@ -117,17 +118,13 @@ def _key(lines_by_side: Sequence[Sequence[str]], cfg: VocabConfig) -> str:
     return h.hexdigest()[:20]
 
 
-def train_or_load(
-    cfg: VocabConfig, src_lines: Sequence[str], tgt_lines: Sequence[str], out_dir: Path,
-    write: bool = True,
-) -> tuple[Vocab, Vocab]:
-    """Train (or take from the cache) the SentencePiece model(s) and copy them into ``out_dir``
-    (with ``write`` False, as for the other processes of a distributed run, only read them).
+def train_or_load(cfg: VocabConfig, src_lines: Sequence[str], tgt_lines: Sequence[str]
+                  ) -> tuple[Vocab, Vocab]:
+    """Train (or take from the cache) the SentencePiece model(s). The vocabularies read the
+    cached files; a run directory gets its copies through
+    :meth:`seq2seq.run.RunDir.install_vocabularies`.
 
     Returns ``(src_vocab, tgt_vocab)``; with a joint vocabulary both are the same object."""
-    if write:
-        shutil.rmtree(out_dir, ignore_errors=True)  # no stale model of other settings stays
-        out_dir.mkdir(parents=True)
     if cfg.joint:
         sides = {"joint": [src_lines, tgt_lines]}
     else:
@@ -146,10 +143,7 @@ def train_or_load(
                 os.replace(tmp / "spm.model", cached)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        target = out_dir / f"{name}.model" if write else cached
-        if write:
-            shutil.copyfile(cached, target)
-        vocabs[name] = Vocab(target)
+        vocabs[name] = Vocab(cached)
     if cfg.joint:
         return vocabs["joint"], vocabs["joint"]
     return vocabs["src"], vocabs["tgt"]

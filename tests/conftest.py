@@ -43,3 +43,16 @@ PAIRS = [
     ('Zwei Männer sagen "Hallo".', 'Two men say "hello".'),
     ("Eine Frau liest ein Buch.", "A woman reads a book."),
 ]
+
+
+@pytest.fixture
+def toy_data(tmp_path) -> Path:
+    """A tiny synthetic de-en corpus: 300 training pairs, 20 validation and 10 test pairs."""
+    from synthetic import toy_pairs
+
+    data = tmp_path / "data"
+    pairs = toy_pairs(300)
+    write_parallel(data, "train", pairs)
+    write_parallel(data, "val", pairs[:20])
+    write_parallel(data, "test", pairs[20:30])
+    return data

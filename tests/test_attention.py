@@ -190,7 +190,7 @@ def test_build_attention_and_errors():
         load_config(None, ["model.attention.score=dot", "model.encoder_hidden_size=64"])
     with pytest.raises(ConfigError, match="is not one of"):
         build_score(16, 16, AttentionConfig(score="nope"))
-    with pytest.raises(ConfigError, match="no implementation"):
+    with pytest.raises(RuntimeError, match="no implementation"):  # "none" builds no module
         build_score(16, 16, AttentionConfig(score="none"))
 
 

@@ -30,7 +30,7 @@ def test_a_name_is_registered_once():
     with pytest.raises(ValueError, match="taken"):
         reg.register(type("B", (choices.Choice,), {"name": "a"}))
     assert reg.names() == ["a"] and "a" in reg and reg.get("a") is A
-    with pytest.raises(ConfigError, match="no implementation"):
+    with pytest.raises(RuntimeError, match="no implementation bound"):
         reg.implementation("a")
 
 

@@ -95,3 +95,116 @@ def test_more_value_checks():
         load_config(None, ["model.decoder=luong", "model.attention.score=none"])
     with pytest.raises(ConfigError, match="Transformer uses scaled_dot"):
         load_config(None, ["model.arch=transformer"])
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.lr=.nan", r"^train\.lr: must be a finite number, got nan$"),
+    ("train.lr=-.inf", r"^train\.lr: must be a finite number, got -inf$"),
+    ("train.lr=1e999", r"^train\.lr: must be a finite number, got inf$"),
+    ("train.betas=[2,3]", r"^train\.betas\[0\]: must be in \[0, 1\), got 2\.0$"),
+    ("train.betas=[0.9, 1]", r"^train\.betas\[1\]: must be in \[0, 1\), got 1\.0$"),
+    ("train.weight_decay=-1", r"^train\.weight_decay: must be 0 or more, got -1\.0$"),
+    ("train.momentum=-0.5", r"^train\.momentum: must be 0 or more, got -0\.5$"),
+    ("train.clip_grad_norm=-1", r"^train\.clip_grad_norm: must be 0 or more, got -1\.0$"),
+    ("train.min_lr=-1e-5", r"^train\.min_lr: must be 0 or more, got -1e-05$"),
+    ("train.lr=0", r"^train\.lr: must be positive, got 0\.0$"),
+    ("train.max_epochs=0", r"^train\.max_epochs: must be 1 or more, got 0$"),
+    ("train.max_minutes=0", r"^train\.max_minutes: must be positive, got 0\.0$"),
+    ("train.bucket_pool=0", r"^train\.bucket_pool: must be 1 or more, got 0$"),
+    ("train.max_nonfinite=0", r"^train\.max_nonfinite: must be 1 or more, got 0$"),
+    ("train.num_threads=4294967296", r"^train\.num_threads: must be at most 2147483647"),
+    ("train.seed=9223372036854775808", r"^train\.seed: must be between -2\*\*63 and"),
+    ("decode.max_len_b=-50", r"^decode\.max_len_b: must be 1 or more, got -50$"),
+    ("decode.max_len_a=-1", r"^decode\.max_len_a: must be 0 or more, got -1\.0$"),
+    ("decode.max_len_a=1e30", r"^decode\.max_len_a: must be at most 1000 "),
+    ("decode.max_input_len=0", r"^decode\.max_input_len: must be 1 or more, got 0$"),
+    ("decode.beam_size=0", r"^decode\.beam_size: must be positive, got 0$"),
+    ("decode.alpha=.nan", r"^decode\.alpha: must be a finite number, got nan$"),
+    ("vocab.size=5", r"^vocab\.size: must be 6 or more \(pad, unk, bos, eos, .*\), got 5$"),
+    ("vocab.size=2147483648", r"^vocab\.size: must be at most 2147483647"),
+    ("vocab.character_coverage=0.9", r"^vocab\.character_coverage: must be in \[0\.98, 1\]"),
+    ("vocab.max_train_sentences=100", r"^vocab\.max_train_sentences: must be more than 100"),
+    ("model.attention.hidden_size=0", r"^model\.attention\.hidden_size: must be positive, got 0$"),
+    ("data.src_lang=' '", r"^data\.src_lang: must not be empty"),
+    ("name=''", r"^name: must not be empty"),
+    ("data.path='a\0b'", r"^data\.path: must not contain a NUL character"),
+])
+def test_values_torch_or_sentencepiece_would_reject(item, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [item])
+
+
+def test_the_edges_that_stay_valid_are_accepted_by_torch():
+    import torch
+
+    from seq2seq.optim import build_optimizer
+
+    cfg = load_config(None, [
+        "train.betas=[0, 0.999]", "train.weight_decay=0", "train.clip_grad_norm=0",
+        "train.max_epochs=1", "train.bucket_pool=1", "train.max_minutes=0.5",
+        "decode.max_len_a=0", "decode.max_len_b=1", "vocab.size=6",
+        "vocab.character_coverage=0.98", "vocab.max_train_sentences=101",
+        "model.attention.hidden_size=1", "train.seed=9223372036854775807"])
+    build_optimizer(cfg.train, torch.nn.Linear(2, 2))
+    sgd = load_config(None, ["train.optimizer=sgd", "train.momentum=0", "train.weight_decay=0"])
+    build_optimizer(sgd.train, torch.nn.Linear(2, 2))
+
+
+def test_yaml_booleans_in_string_fields_say_to_quote(tmp_path):
+    from seq2seq.config import config_from_dict
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  src_lang: no\n")
+    with pytest.raises(ConfigError, match=r'^data\.src_lang: expected a string, got no \(YAML '
+                                          r'reads yes/no/on/off/true/false as booleans: '
+                                          r'quote it, "no"\)$'):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r'^data\.tgt_lang: expected a string, got Off .*'
+                                          r'quote it, "Off"\)$'):
+        load_config(None, ["data.tgt_lang=Off"])
+    with pytest.raises(ConfigError, match=r'^data\.src_lang: .*got on .*"on"\)$'):
+        load_config(None, ["data={src_lang: on}"])
+    with pytest.raises(ConfigError, match=r'^data\.src_lang: expected a string, got false '):
+        config_from_dict({"data": {"src_lang": False}})  # no YAML text: true/false
+    p.write_text("data:\n  src_lang: 'no'\n  tgt_lang: en\n")
+    assert load_config(p).data.src_lang == "no"
+    assert load_config(None, ["data.src_lang='no'"]).data.src_lang == "no"
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\x80\x81 not text", r"not a text file"),
+    (b"1: a\nname: x\n~: 2\n", r"^1: unknown key; allowed keys are name, "),  # mixed key types
+    (b"on: 1\n", r"^True: unknown key \(YAML reads yes/no/on/off/true/false as booleans"),
+    (b"model.hidden_size: 3\n", r"^model\.hidden_size: unknown key \(write nested keys as "),
+    (b"name: !!int ''\n", r"not valid YAML \(IndexError"),
+    (b"name: !!bool maybe\n", r"not valid YAML \(KeyError"),
+    (b"name: 2001-13-45\n", r"not valid YAML \(ValueError: month must be in 1\.\.12\)"),
+    (b"train:\n  seed: " + b"9" * 5000 + b"\n", r"not valid YAML \(ValueError: Exceeds"),
+    (b"train:\n  lr: 0x" + b"f" * 400 + b"\n",
+     r"^train\.lr: must be a finite number, got an integer of 1600 bits$"),
+    (b"name: 0x" + b"f" * 5000 + b"\n", r"^name: expected a string, got an integer of"),
+    (b"[" * 1000, r"not valid YAML \(nested too deeply\)"),
+    (b"- a\n", r"the top level must be a mapping of sections, got list$"),
+    (b"name: &a [*a]\n", r"^name: expected a string, got \[\[\[\[\.\.\.\]\]\]\]$"),
+], ids=["binary", "mixed-keys", "bool-key", "dotted-key", "int-tag", "bool-tag", "bad-date",
+        "5000-digits", "huge-float", "huge-string", "deep", "list", "recursive"])
+def test_malformed_files_fail_with_one_line(tmp_path, data, message):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(data)
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(p)
+    assert len(str(e.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("items, message", [
+    (["train.betas=[0.9, 0.98]", "train.betas.0=0.5"],
+     r"^train\.betas: is a value, not a section \(--set 'train\.betas\.0=0\.5'\)$"),
+    (["name=run", "name.x=1"], r"^name: is a value, not a section"),
+    (["a\nb=1"], r"^'a\\nb': unknown key; allowed keys are"),
+    (["model..x=1"], r"^--set 'model\.\.x=1': malformed key 'model\.\.x'$"),
+    (["train.seed=" + "9" * 5000], r"^train\.seed: expected an integer, got '9999"),
+], ids=["through-a-list", "through-a-value", "newline", "empty-part", "5000-digits"])
+def test_malformed_overrides_fail_with_one_line(items, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(None, items)
+    assert len(str(e.value).splitlines()) == 1

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from seq2seq.batching import make_batch
+from seq2seq.choices import LENGTH_PENALTIES
 from seq2seq.config import DecodeConfig, load_config
 from seq2seq.errors import ConfigError
 from seq2seq.models import build_model
 from seq2seq.models.base import Seq2SeqModel
-from seq2seq.search import Beam, Greedy, make_search, max_lengths, normalise
+from seq2seq.search import Beam, Greedy, make_search, max_lengths
 from seq2seq.special import BOS, EOS
 
 ARCHS = {
@@ -105,7 +106,8 @@ def test_nbest_sorted_and_first_is_one_best(arch):
         assert scores == sorted(scores, reverse=True)
         assert lst[0].tokens == a[0].tokens
         for h in lst:  # the score is the normalised log-probability of the tokens
-            assert h.score == pytest.approx(normalise(h.log_prob, len(h.tokens) + 1))
+            assert h.score == pytest.approx(
+                LENGTH_PENALTIES.get("gnmt").normalise(h.log_prob, len(h.tokens) + 1, 0.6))
 
 
 class MarkovModel(Seq2SeqModel):
@@ -155,13 +157,12 @@ def test_beam_finds_the_best_sequence_greedy_misses(penalty):
         assert nbest[1].log_prob == pytest.approx(math.log(0.162), abs=1e-5)
 
 
-def test_normalise():
-    assert normalise(-2.0, 3, "none") == -2.0
-    assert normalise(-2.0, 4, "average") == -0.5
-    assert normalise(-2.0, 1, "gnmt", 0.6) == -2.0
-    assert normalise(-2.0, 7, "gnmt", 1.0) == pytest.approx(-1.0)
+def test_strategy_scores_with_its_length_penalty():
+    assert Greedy("none").score(-2.0, 3) == -2.0
+    assert Beam(2, 1, "average").score(-2.0, 4) == -0.5
+    assert Greedy("gnmt", 1.0).score(-2.0, 7) == pytest.approx(-1.0)
     with pytest.raises(ConfigError):
-        normalise(-1.0, 1, "bogus")
+        Greedy("bogus")
 
 
 def test_max_lengths():

@@ -176,7 +176,8 @@ def test_the_checks_see_what_they_check(tmp_path, monkeypatch):
 
 
 RUN_FILE_MARKERS = ("metrics.jsonl", "train_summary.json", "config.yaml", "eval_", "hyps_",
-                    "nbest_", "ckpt_", "last.pt", "best.pt", "averaged.pt")
+                    "nbest_", "ckpt_", "last.pt", "best.pt", "averaged.pt", "joint.model",
+                    "src.model", "tgt.model")
 
 
 def _code_strings(tree: ast.AST):

@@ -4,23 +4,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import write_parallel
-from synthetic import toy_pairs
 
 from seq2seq.config import load_config
 from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.models import build_model
 from seq2seq.optim import LRSchedule, build_optimizer
 from seq2seq.training import train
-
-
-@pytest.fixture
-def toy_data(tmp_path):
-    data = tmp_path / "data"
-    pairs = toy_pairs(300)
-    write_parallel(data, "train", pairs)
-    write_parallel(data, "val", pairs[:20])
-    return data
 
 
 def tiny_config(data, run_dir, *extra):

@@ -20,7 +20,7 @@ def corpus(n=400, seed=0):
 
 def test_round_trip_and_special_ids(tmp_path):
     src, tgt = corpus()
-    sv, tv = train_or_load(VocabConfig(size=60), src, tgt, tmp_path / "vocab")
+    sv, tv = train_or_load(VocabConfig(size=60), src, tgt)
     assert sv is tv
     assert (sv.sp.pad_id(), sv.sp.unk_id(), sv.sp.bos_id(), sv.sp.eos_id()) == (PAD, UNK, BOS, EOS)
     ids = sv.encode(src[:20])
@@ -34,9 +34,11 @@ def test_round_trip_and_special_ids(tmp_path):
 def test_separate_vocabularies(tmp_path, kind):
     src, tgt = corpus()
     cfg = VocabConfig(size=50, joint=False, type=kind)
-    sv, tv = train_or_load(cfg, src, tgt, tmp_path / "vocab")
+    sv, tv = train_or_load(cfg, src, tgt)
     assert sv is not tv
     assert tv.decode(tv.encode(tgt[:5])) == tgt[:5]
+    RunDir(tmp_path).install_vocabularies(sv, tv)
+    assert sorted(p.name for p in (tmp_path / "vocab").iterdir()) == ["src.model", "tgt.model"]
     sv2, tv2 = RunDir(tmp_path).vocabularies()
     assert sv2.encode(src[:3]) == sv.encode(src[:3])
 
@@ -47,11 +49,11 @@ def test_cache_reused_while_unchanged(tmp_path, monkeypatch):
     calls = []
     real = vocab_mod._train_spm
     monkeypatch.setattr(vocab_mod, "_train_spm", lambda *a: (calls.append(1), real(*a)))
-    train_or_load(VocabConfig(size=60), src, tgt, tmp_path / "a")
-    train_or_load(VocabConfig(size=60), src, tgt, tmp_path / "b")
+    train_or_load(VocabConfig(size=60), src, tgt)
+    train_or_load(VocabConfig(size=60), src, tgt)
     assert len(calls) == 1
-    train_or_load(VocabConfig(size=61), src, tgt, tmp_path / "c")  # settings changed
-    train_or_load(VocabConfig(size=60), src[:-1], tgt, tmp_path / "d")  # data changed
+    train_or_load(VocabConfig(size=61), src, tgt)  # settings changed
+    train_or_load(VocabConfig(size=60), src[:-1], tgt)  # data changed
     assert len(calls) == 3
 
 

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqModel:
-    """The model ``cfg.arch`` names, with freshly initialised parameters."""
+    """The model ``cfg.arch`` names, with freshly initialised parameters. The section is
+    validated first (a config built in Python need not have come through ``load_config``), so
+    a misfit is a one-line ConfigError, not a shape error deep in torch."""
+    cfg.validate()
     return ARCHITECTURES.implementation(cfg.arch)(cfg, src_vocab_size, tgt_vocab_size)
 
 

@@ -355,7 +355,7 @@ class LuongRNN(AttentionalRNN):
         return self._attentional_vector(memory, out, positions)[0]
 
 
-@ARCHITECTURES.implements(choices.RNN)
+@ARCHITECTURES.implements(choices.RNNArchitecture)
 def build_rnn(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> RNNSeq2Seq:
     """The recurrent model with the decoder that ``cfg.decoder`` names."""
     return DECODERS.implementation(cfg.decoder)(cfg, src_vocab_size, tgt_vocab_size)

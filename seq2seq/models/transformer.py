@@ -153,7 +153,7 @@ class DecoderLayer(nn.Module):
         return y, new_cache, weights
 
 
-@ARCHITECTURES.implements(choices.Transformer)
+@ARCHITECTURES.implements(choices.TransformerArchitecture)
 class Transformer(Seq2SeqModel):
     """Embeddings, the encoder and decoder stacks, and the output layer (``d = embed_size``)."""
 
