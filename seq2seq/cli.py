@@ -105,7 +105,10 @@ def train(
     ] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train a model; writes config, vocabulary, checkpoints and metrics into the run directory."""
+    """Train a model; writes config, vocabulary, checkpoints and metrics into the run directory.
+
+    Ctrl-C (or SIGTERM) saves a resumable last.pt after the current update and prints the
+    --resume command; a second Ctrl-C stops at once."""
     from seq2seq.config import load_config
     from seq2seq.run import RunDir
     from seq2seq.training import train as train_fn
@@ -219,9 +222,10 @@ def translate(
 
     Lines are batched while input is waiting and answered at once when it is not, so the
     command suits both pipes and interactive use. An empty line gives an empty line; a line
-    that is not UTF-8 gives an empty line and a warning on standard error. With --n-best N
-    every input line gives exactly N lines SCORE<TAB>TRANSLATION, best first (empty fields
-    for an empty input line)."""
+    that is not UTF-8 gives an empty line and a warning on standard error; a line longer than
+    decode.max_input_len subwords (by default data.max_len) is cut, with a warning naming it.
+    With --n-best N every input line gives exactly N lines SCORE<TAB>TRANSLATION, best first
+    (empty fields for an empty input line)."""
     from seq2seq.streaming import translate_stream
 
     tr = _translator(run, checkpoint, device, batch_size, beam, alpha, length_penalty, n_best,

@@ -182,7 +182,7 @@ def _tsv_column(columns: list[str], lang: str, path: Path, cfg: DataConfig) -> i
     if lang not in columns:
         raise DataError(
             f"{path}:1: the header has no column {lang!r}; {_TSV_HEADER_HINT.format(cfg=cfg)} "
-            f"(columns: {_clip(', '.join(columns))})"
+            f"(columns: {one_line(', '.join(columns), 120)})"
         )
     return columns.index(lang)
 
@@ -224,14 +224,14 @@ def _jsonl_pair(line: str, s: str, t: str, where: str) -> tuple[str, str]:
             if lang not in fields:
                 raise DataError(
                     f'{where}: no "{lang}" field in the "translation" object '
-                    f"(fields: {_clip(', '.join(sorted(fields)))})"
+                    f"(fields: {one_line(', '.join(sorted(fields)), 120)})"
                 )
     elif s in record and t in record:
         fields, what = record, "record"
     else:
         raise DataError(
             f"{where}: no 'translation' column and no columns {s!r} and {t!r} "
-            f"(columns: {_clip(', '.join(sorted(record)))})"
+            f"(columns: {one_line(', '.join(sorted(record)), 120)})"
         )
     return _json_text(fields[s], s, what, where), _json_text(fields[t], t, what, where)
 
@@ -257,12 +257,6 @@ def _json_kind(value) -> str:
     if isinstance(value, str):
         return "a string"
     return "an array" if isinstance(value, list) else "an object"
-
-
-def _clip(text: str, limit: int = 120) -> str:
-    """User text quoted in a message: on one line and at most ``limit`` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _load_hub(cfg: DataConfig, split: str) -> datasets.Dataset:

@@ -26,9 +26,11 @@ class TrainingError(Seq2SeqError):
     """Training cannot go on (the loss stays non-finite)."""
 
 
-def one_line(e: BaseException, limit: int = 300) -> str:
-    """An exception's message folded onto one line (for messages that quote other libraries)."""
-    return " ".join(str(e).split())[:limit]
+def one_line(e: object, limit: int = 300) -> str:
+    """An exception's message (or any text a message quotes) folded onto one line, at most
+    ``limit`` characters ("..." marks a cut)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Interrupted(Exception):

@@ -43,15 +43,15 @@ def input_limit(model: Seq2SeqModel, cfg: Config, decode: DecodeConfig | None = 
     return min(limit, cap - 1) if cap else limit
 
 
-def clip_inputs(ids: list[list[int]], limit: int, names: Sequence[str],
+def clip_inputs(ids: list[list[int]], limit: int, name: Callable[[int], str],
                 warn: Callable[[str], None] | None = None) -> list[list[int]]:
     """Cut every id list to ``limit``; each cut one is reported through ``warn`` (default: a
-    line on standard error) by its name in ``names`` (e.g. ``val line 17``)."""
+    line on standard error) as ``name(i)`` (e.g. ``val line 17``) for its index ``i``."""
     warn = warn or print_warning
     out = []
-    for seq, name in zip(ids, names, strict=True):
+    for i, seq in enumerate(ids):
         if len(seq) > limit:
-            warn(f"{name} has {len(seq)} subwords; only the first {limit} are used "
+            warn(f"{name(i)} has {len(seq)} subwords; only the first {limit} are used "
                  "(decode.max_input_len, by default data.max_len)")
             seq = seq[:limit]
         out.append(seq)
@@ -155,7 +155,7 @@ class Translator:
             return out
         src_ids = self.src_vocab.encode([lines[i].strip() for i in todo])
         src_ids = clip_inputs(src_ids, input_limit(self.model, self.config, decode),
-                              [f"{where} {first_line + i}" for i in todo], warn)
+                              lambda k: f"{where} {first_line + todo[k]}", warn)
         hyps = search_ids(self.model, src_ids, decode, self.device, return_attention)
         for i, s_ids, nbest in zip(todo, src_ids, hyps):
             texts = self.tgt_vocab.decode([h.tokens for h in nbest])

@@ -68,7 +68,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+        raise ckpt.write_error(path, e) from None
 
 
 # what a resumed run must keep: its checkpoint and vocabulary depend on these
@@ -156,18 +156,30 @@ class RunDir:
                 shutil.rmtree(self.vocab_dir)
             os.replace(tmp, self.vocab_dir)
         except OSError as e:
-            raise CheckpointError(f"cannot write {self.vocab_dir}: {e.strerror or e}") from None
+            raise ckpt.write_error(self.vocab_dir, e) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def check_writable(self, purpose: str) -> None:
         """Raise a one-line error now, before any work, if ``purpose`` (what a command is
         about to do) could not write into the run directory."""
-        probe = self.path if self.path.is_dir() else next(
-            (p for p in self.path.parents if p.is_dir()), Path("."))
+        probe = self._nearest_directory()
         if not os.access(probe, os.W_OK | os.X_OK):
             raise CheckpointError(f"{probe}: not writable, but {purpose} writes into "
                                   f"{self.path}")
+
+    def check_free_space(self, need: int, what: str) -> None:
+        """Raise a one-line error if the run's disk has less than ``need`` bytes free."""
+        where = self._nearest_directory()
+        free = ckpt.free_bytes(where)
+        if free is not None and free < need:
+            raise CheckpointError(
+                f"{where}: {ckpt.human_size(free)} free, but {what} need about "
+                f"{ckpt.human_size(need)}; free some space or choose another --run-dir")
+
+    def _nearest_directory(self) -> Path:
+        """The run directory, or its nearest existing parent before it is created."""
+        return next((p for p in (self.path, *self.path.parents) if p.is_dir()), Path("."))
 
     # ---- checkpoints ------------------------------------------------------------------------
     @property

@@ -227,12 +227,7 @@ class Trainer:
         with the optimizer state (about 3x the weights with Adam), plus the kept weights."""
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
         need = 2 * 3 * weights + (self.t.keep_last + self.t.keep_best) * weights
-        existing = next(p for p in (self.run_dir.path, *self.run_dir.path.parents) if p.is_dir())
-        free = ckpt.free_bytes(existing)
-        if free is not None and free < need:
-            raise CheckpointError(
-                f"{existing}: {ckpt.human_size(free)} free, but this run's checkpoints need "
-                f"about {ckpt.human_size(need)}; free some space or choose another --run-dir")
+        self.run_dir.check_free_space(need, "this run's checkpoints")
 
     def _clip_validation(self) -> None:
         """Validation reads no more than decoding would (see inference.input_limit): longer
@@ -242,11 +237,9 @@ class Trainer:
         split = self.cfg.data.splits.valid
         warn = print_warning if self.world.main else (lambda message: None)
         d.valid_src_ids = clip_inputs(d.valid_src_ids, limit,
-                                      [f"{split} line {i + 1} (source)"
-                                       for i in range(len(d.valid_src_ids))], warn)
+                                      lambda i: f"{split} line {i + 1} (source)", warn)
         d.valid_tgt_ids = clip_inputs(d.valid_tgt_ids, limit,
-                                      [f"{split} line {i + 1} (target)"
-                                       for i in range(len(d.valid_tgt_ids))], warn)
+                                      lambda i: f"{split} line {i + 1} (target)", warn)
 
     def _build_model(self) -> None:
         d = self.data
