@@ -1,100 +1,250 @@
-"""Speed benchmarks: training throughput of configs and decoding speed of runs, as a table.
+"""Speed benchmarks: training throughput of configs and decoding speed of runs, as tables.
 
     python scripts/bench.py                                   # bahdanau config, 20 updates
-    python scripts/bench.py --config configs/multi30k/bahdanau.yaml --updates 50
+    python scripts/bench.py --config configs/multi30k/transformer.yaml --updates 30
+    python scripts/bench.py --config configs/multi30k/transformer.yaml --batch-tokens 1024,4096
     python scripts/bench.py --config configs/multi30k/transformer.yaml --precision fp32,bf16
-    python scripts/bench.py --run runs/bahdanau --sentences 1000   # decoding speed of a run
     python scripts/bench.py --run runs/transformer --beams 1,5 --batch-sizes 1,64
+    python scripts/bench.py --run runs/transformer --beams 1,5 --batch-sizes 64 --fixed-length 20
+    python scripts/bench.py --run runs/transformer --quantize none,int8 --json bench.json
 
-Training: source+target tokens per second and seconds per update over ``--updates`` updates after
-``--warmup`` updates (real Multi30k batches, optimizer step included). Decoding: sentences and
-output tokens per second on the test split, for several beam and batch sizes.
+Training: real Multi30k batches in training order, the update exactly as ``seq2seq train`` takes
+it (autocast forward, fused loss, backward, gradient clipping, optimizer step), timed over
+``--updates`` updates after ``--warmup``. It reports target and source tokens/s, the padding
+fraction of the batches, the model's FLOPs per update (every matrix multiply and attention of
+forward and backward, counted by ``torch.utils.flop_counter`` from the operands' shapes on the
+same batches, in a separate untimed pass), the GFLOP/s this achieves and its fraction of the
+matrix-multiply peak measured at the start of the same run (model FLOP utilisation, MFU), and
+where an update's time goes: data (collate), forward (to the decoder output), loss (output layer
+and cross-entropy), backward, optimizer (clipping and the step).
+
+Decoding: sentences and output tokens per second on the test split, for several beam and batch
+sizes. ``--fixed-length N`` makes every output exactly N decoder steps (N-1 tokens and eos), so
+that tools compare on the same work whatever their models have learnt.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import platform
 import resource
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from seq2seq.batching import TrainBatches, make_batch  # noqa: E402
+from seq2seq.batching import Batch, TrainBatches  # noqa: E402
 from seq2seq.config import load_config  # noqa: E402
 from seq2seq.data import load_split, split_name  # noqa: E402
 from seq2seq.inference import Translator, decode_ids  # noqa: E402
 from seq2seq.models import build_model  # noqa: E402
 from seq2seq.optim import build_optimizer  # noqa: E402
-from seq2seq.runtime import autocast, resolve_precision, seed_everything  # noqa: E402
-from seq2seq.training import batch_loss  # noqa: E402
+from seq2seq.runtime import (  # noqa: E402
+    autocast,
+    pick_device,
+    resolve_precision,
+    return_freed_memory,
+    seed_everything,
+    tune_backends,
+)
+from seq2seq.training import batch_loss, output_loss  # noqa: E402
 from seq2seq.vocab import train_or_load  # noqa: E402
 
+SECTIONS = ("data", "forward", "loss", "backward", "optimizer")
 
-def bench_train(config: Path, updates: int, warmup: int, data: str | None,
-                precision: str = "fp32") -> dict:
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic (AVX-512 BF16 or AMX), as opposed to emulation."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+                seconds: float = 2.0) -> float:
+    """The best GFLOP/s of an (n, n) @ (n, n) matrix multiply over about ``seconds``."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device,
+                                                                       dtype=dtype)
+    best, start = 0.0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Clock:
+    """Seconds spent in each named section of the timed updates."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.spent = device, dict.fromkeys(SECTIONS, 0.0)
+        self.on = False
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        sync(self.device)
+        if self.on:
+            self.spent[name] += time.perf_counter() - t0
+
+
+def update(model, opt, batches: TrainBatches, idx, cfg, precision: str, device: torch.device,
+           clock: Clock) -> tuple[Batch, float]:
+    """One training update as the Trainer takes it; returns the batch and its summed loss."""
+    with clock.section("data"):
+        b = batches.collate(idx).to(device)
+    with clock.section("forward"), autocast(precision, device):
+        feats = model.features(b.src, b.src_len, b.tgt_in)
+    with clock.section("loss"), autocast(precision, device):
+        loss = output_loss(model, feats, b, cfg.train.label_smoothing)
+    with clock.section("backward"):
+        opt.zero_grad(set_to_none=True)
+        (loss / max(b.n_tgt_tokens, 1)).backward()
+        loss_value = float(loss.detach())
+    with clock.section("optimizer"):
+        if cfg.train.clip_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+            bool(torch.isfinite(norm))
+        opt.step()
+    return b, loss_value
+
+
+def count_flops(model, batches: TrainBatches, order, cfg, precision: str,
+                device: torch.device) -> int:
+    """Matrix-multiply and attention FLOPs of forward and backward over the batches ``order``."""
+    counter = FlopCounterMode(display=False)
+    clock = Clock(device)
+    with counter:
+        for idx in order:
+            with clock.section("data"):
+                b = batches.collate(idx).to(device)
+            with autocast(precision, device):
+                loss = batch_loss(model, b, cfg.train.label_smoothing)
+            loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | None,
+            device: torch.device):
     overrides = [f"data.path={data}"] if data else []
-    precision = resolve_precision(precision, torch.device("cpu"))
     overrides.append(f"train.precision={precision}")
+    if batch_tokens:
+        overrides.append(f"train.batch_tokens={batch_tokens}")
     cfg = load_config(config, overrides)
+    if cfg.train.release_memory:  # as the Trainer does
+        return_freed_memory()
     seed_everything(cfg.train.seed)
     ds = load_split(cfg.data, cfg.data.splits.train)
     sv, tv = train_or_load(cfg.vocab, ds["src"], ds["tgt"])
     src, tgt = sv.encode(ds["src"]), tv.encode(ds["tgt"])
-    batches = TrainBatches(src, tgt, cfg.train.batch_tokens, cfg.train.seed).epoch(1)
-    model = build_model(cfg.model, len(sv), len(tv))
-    opt = build_optimizer(cfg.train, model)
+    keep = [i for i, (s, t) in enumerate(zip(src, tgt))
+            if 0 < len(s) <= cfg.data.max_len and 0 < len(t) <= cfg.data.max_len]
+    batches = TrainBatches([src[i] for i in keep], [tgt[i] for i in keep],
+                           cfg.train.batch_tokens, cfg.train.seed)
+    model = build_model(cfg.model, len(sv), len(tv)).to(device)
+    return cfg, batches, model, build_optimizer(cfg.train, model)
+
+
+def bench_train(config: Path, updates: int, warmup: int, data: str | None, precision: str,
+                batch_tokens: int | None, device: torch.device, peak: float,
+                flops: bool = True, ops: int = 0) -> dict:
+    precision = resolve_precision(precision, device)
+    cfg, batches, model, opt = prepare(config, data, precision, batch_tokens, device)
+    order = batches.epoch(1)[: warmup + updates]
     model.train()
-    tokens, elapsed = 0, 0.0
-    for i, idx in enumerate(batches[: warmup + updates]):
-        b = make_batch([src[i] for i in idx], [tgt[i] for i in idx])
-        t0 = time.perf_counter()
-        with autocast(precision, torch.device("cpu")):
-            loss = batch_loss(model, b) / b.n_tgt_tokens
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
-        opt.step()
-        if i >= warmup:
-            elapsed += time.perf_counter() - t0
-            tokens += b.n_src_tokens + b.n_tgt_tokens
-    return {
-        "config": config.name, "precision": precision, "params": model.num_parameters(),
-        "updates": updates,
-        "s/update": elapsed / updates, "tokens/s": tokens / elapsed,
+    clock = Clock(device)
+    src = tgt = src_pad = tgt_pad = 0
+    profiler = torch.profiler.profile() if ops else contextlib.nullcontext()
+    for i, idx in enumerate(order):
+        clock.on = i >= warmup
+        with profiler if i == warmup else contextlib.nullcontext():
+            b, _ = update(model, opt, batches, idx, cfg, precision, device, clock)
+        if clock.on:
+            src, tgt = src + b.n_src_tokens, tgt + b.n_tgt_tokens
+            src_pad, tgt_pad = src_pad + b.src.numel(), tgt_pad + b.tgt_out.numel()
+    if ops:
+        key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(f"\n{config.stem}, {precision}: the {ops} operators with the most time in one "
+              f"update\n" + profiler.key_averages().table(sort_by=key, row_limit=ops))
+    elapsed = sum(clock.spent.values())
+    row = {
+        "kind": "train", "config": config.stem, "precision": precision,
+        "batch tokens": cfg.train.batch_tokens, "params": model.num_parameters(),
+        "updates": updates, "s/update": elapsed / updates,
+        "tgt tok/s": tgt / elapsed, "src tok/s": src / elapsed,
+        "padding": 1 - (src + tgt) / (src_pad + tgt_pad),
     }
+    if flops:
+        total = count_flops(model, batches, order[warmup:], cfg, precision, device)
+        row["GFLOP/update"] = total / updates / 1e9
+        row["GFLOP/s"] = total / elapsed / 1e9
+        row["MFU"] = row["GFLOP/s"] / peak
+    row.update({f"% {k}": 100 * v / elapsed for k, v in clock.spent.items()})
+    return row
 
 
-def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[int]
-                 ) -> list[dict]:
-    tr = Translator.from_run(run)
+def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[int],
+                 fixed_length: int | None, quantize: str, device: str) -> list[dict]:
+    tr = Translator.from_run(run, device=device, quantize=quantize)
     ds = load_split(tr.config.data, split_name(tr.config.data, "test"))
     src_ids = tr.src_vocab.encode(ds["src"][:sentences])
+    length = {} if fixed_length is None else {
+        "max_len_a": 0, "max_len_b": fixed_length, "min_len": fixed_length - 1}
     rows = []
     for beam in beams:
         for bs in batch_sizes:
-            decode = tr.config.decode.override(batch_size=bs, beam_size=beam, n_best=1)
+            decode = tr.config.decode.override(batch_size=bs, beam_size=beam, n_best=1, **length)
+            sync(tr.device)
             t0 = time.perf_counter()
             hyps = decode_ids(tr.model, src_ids, decode, tr.device)
+            sync(tr.device)
             dt = time.perf_counter() - t0
-            out_tokens = sum(len(h) + 1 for h in hyps)
-            rows.append({"run": run.name, "beam": beam, "batch": bs, "sentences": len(src_ids),
-                         "sent/s": len(src_ids) / dt, "out tok/s": out_tokens / dt, "s": dt})
+            out_tokens = sum(len(h) + 1 for h in hyps)  # eos included: one decoder step each
+            rows.append({"kind": "decode", "run": run.name, "quantize": quantize, "beam": beam,
+                         "batch": bs, "sentences": len(src_ids), "out tok/s": out_tokens / dt,
+                         "sent/s": len(src_ids) / dt, "s": dt})
     return rows
 
 
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if v < 10 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
 def table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-
-    def fmt(v):
-        return f"{v:,.3f}" if isinstance(v, float) and v < 10 else (
-            f"{v:,.0f}" if isinstance(v, float) else str(v))
-
-    cells = [[fmt(r[c]) for c in cols] for r in rows]
+    cols = [c for c in rows[0] if c != "kind"]
+    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -102,37 +252,71 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", type=Path, action="append",
                     help="config(s) to time training for (default: bahdanau)")
     ap.add_argument("--updates", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--precision", default="fp32",
-                    help="comma-separated training precisions to time: fp32, bf16")
+                    help="comma-separated training precisions to time: fp32, bf16, auto")
+    ap.add_argument("--batch-tokens", default="",
+                    help="comma-separated train.batch_tokens to time (default: the config's)")
+    ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
+    ap.add_argument("--ops", type=int, default=0,
+                    help="also print the N operators that took the most time in one update")
     ap.add_argument("--data", help="override data.path (e.g. ../shared/data/multi30k)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--run", type=Path, action="append", help="run(s) to time decoding for")
     ap.add_argument("--sentences", type=int, default=1000)
     ap.add_argument("--batch-sizes", default="1,32,128")
     ap.add_argument("--beams", default="1,5", help="beam sizes to time decoding with")
-    args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"cuda {'yes' if torch.cuda.is_available() else 'no'}")
+    ap.add_argument("--fixed-length", type=int,
+                    help="force every output to this many decoder steps (eos included)")
+    ap.add_argument("--quantize", default="none", help="comma-separated: none, int8")
+    ap.add_argument("--json", type=Path, help="also write every row to this file")
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    tune_backends(device)  # as the Trainer does
+    peak = matmul_peak(device)
+    print(f"{cpu_name()}; bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
+          f"fp32 matmul peak {peak:,.1f} GFLOP/s")
+    rows: list[dict] = []
     if not args.run or args.config:
         configs = args.config or [ROOT / "configs/multi30k/bahdanau.yaml"]
         data = args.data
         if data is None and not (ROOT / "data/multi30k").exists():
             data = str(ROOT.parent / "shared/data/multi30k")
-        rows = [bench_train(c, args.updates, args.warmup, data, p)
-                for c in configs for p in args.precision.split(",")]
-        print("\nTraining throughput\n" + table(rows))
+        sizes = [int(x) for x in args.batch_tokens.split(",") if x] or [None]
+        train = [bench_train(c, args.updates, args.warmup, data, p, n, device, peak,
+                             not args.no_flops, args.ops)
+                 for c in configs for p in args.precision.split(",") for n in sizes]
+        print("\nTraining throughput (% columns: where an update's time goes)\n" + table(train))
+        rows += train
     if args.run:
         sizes = [int(x) for x in args.batch_sizes.split(",")]
         beams = [int(x) for x in args.beams.split(",")]
-        rows = [r for run in args.run for r in bench_decode(run, args.sentences, sizes, beams)]
-        print("\nDecoding (beam 1 = greedy), test split\n" + table(rows))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak resident memory: {peak:,.0f} MiB")
+        dec = [r for run in args.run for q in args.quantize.split(",")
+               for r in bench_decode(run, args.sentences, sizes, beams, args.fixed_length, q,
+                                     args.device)]
+        what = f"exactly {args.fixed_length} steps" if args.fixed_length else "natural lengths"
+        print(f"\nDecoding (beam 1 = greedy), test split, {what}\n" + table(dec))
+        rows += dec
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak resident memory: {peak_rss:,.0f} MiB")
+    if args.json:
+        meta = {"kind": "machine", "cpu": cpu_name(), "bf16": cpu_has_bf16(),
+                "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "device": str(device), "matmul peak GFLOP/s": peak, "peak RSS MiB": peak_rss}
+        args.json.write_text(json.dumps([meta, *rows], indent=1) + "\n")
     return 0
 
 

@@ -306,37 +306,42 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, L, self.heads, self.d_k).transpose(1, 2)  # (B, h, L, d_k)
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        """keys (B, S, Dk) -> per-head keys and values stacked: (B, 2h, S, d_k)."""
-        k, v = self.W_kv(keys).chunk(2, dim=-1)
-        return torch.cat([self._split(k), self._split(v)], dim=1)
+        """keys (B, S, Dk) -> per-head keys and values stacked: (B, 2h, S, d_k). W_kv's output
+        features are [keys | values], h heads of d_k each, so this is a view, not a copy."""
+        B, S, _ = keys.shape
+        return self.W_kv(keys).view(B, S, 2 * self.heads, self.d_k).transpose(1, 2)
 
     def forward(self, query, proj_keys, mask=None, need_weights: bool = True,
                 causal: bool = False, average_heads: bool = True):
         """query (B, T, Dq), proj_keys from :meth:`project_keys`, mask (B, S) True = attend
         -> output (B, T, out), weights (B, T, S) averaged over heads, or (B, h, T, S) with
-        ``average_heads=False`` (None if not needed)."""
+        ``average_heads=False`` (None if not needed). ``causal``: the T queries are the last T
+        of the S keys' positions and see keys up to their own (one query, as in incremental
+        decoding, sees them all)."""
         q = self._split(self.W_q(query))  # (B, h, T, d_k)
         k, v = proj_keys[:, : self.heads], proj_keys[:, self.heads :]  # (B, h, S, d_k)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S)
-        if causal:  # query i (of the last T positions) sees keys up to its own position
-            T, S = q.size(2), k.size(2)
+        T, S = q.size(2), k.size(2)
+        explicit = need_weights or (self.hard and not self.training)
+        fused_causal = causal and T > 1 and T == S and attn_mask is None and not explicit
+        if causal and T > 1 and not fused_causal:
             allowed = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
             attn_mask = allowed if attn_mask is None else attn_mask & allowed
         p = self.dropout if self.training else 0.0
-        hard = self.hard and not self.training
-        if need_weights or hard:
+        if explicit:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)  # (B, h, T, S)
             if attn_mask is not None:
                 scores = scores.masked_fill(~attn_mask, float("-inf"))
             weights = F.softmax(scores, dim=-1)
-            if hard:
+            if self.hard and not self.training:
                 weights = hard_weights(weights)
             ctx = F.dropout(weights, p, self.training) @ v
             mean_weights = weights.mean(dim=1) if average_heads else weights
         else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p,
+                                                 is_causal=fused_causal)
             mean_weights = None
-        B, _, T, _ = ctx.shape
+        B = ctx.size(0)
         out = self.W_o(ctx.transpose(1, 2).reshape(B, T, self.heads * self.d_k))
         return out, mean_weights
 

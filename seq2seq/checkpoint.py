@@ -85,12 +85,16 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
         os.close(dir_fd)
 
 
-def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False
+         ) -> dict[str, Any]:
+    """The payload of a checkpoint, checked to be one of ours. With ``mmap`` the tensors are
+    mapped from the file and read only when used: inference touches the weights and never the
+    optimizer state that ``best.pt``/``last.pt`` also hold."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or corrupt?): {type(e).__name__}"

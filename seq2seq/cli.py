@@ -59,15 +59,22 @@ NBestOpt = Annotated[
                              help="Hypotheses per sentence (raises --beam to at least this).")
 ]
 
+QuantizeOpt = Annotated[
+    str, typer.Option("--quantize", help="none, or int8: the linear layers in 8-bit integer "
+                      "arithmetic on the CPU (faster; BLEU changes slightly, see "
+                      "docs/performance.md).")
+]
+
 
 def _translator(run: Path, checkpoint: str, device: str, batch_size: int | None,
                 beam: int | None, alpha: float | None, length_penalty: str | None,
-                n_best: int | None, hard_attention: bool | None) -> Translator:
+                n_best: int | None, hard_attention: bool | None, quantize: str = "none"
+                ) -> Translator:
     """Load the run's translator with its search options: the run's decode config with the
     command line's options that were given (None = the run's value), validated."""
     from seq2seq.inference import Translator
 
-    tr = Translator.from_run(run, checkpoint=checkpoint, device=device)
+    tr = Translator.from_run(run, checkpoint=checkpoint, device=device, quantize=quantize)
     tr.decode = tr.config.decode.override(
         batch_size=batch_size, beam_size=beam, alpha=alpha, length_penalty=length_penalty,
         n_best=n_best, hard_attention=hard_attention)
@@ -181,6 +188,7 @@ def evaluate(
         str, typer.Option("--tokenize", help="sacreBLEU tokenizer for BLEU: 13a, intl, char, "
                           "none, zh, ... (tok: in the signature).")
     ] = "13a",
+    quantize: QuantizeOpt = "none",
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate a split (or --src/--ref files) and report sacreBLEU BLEU, chrF and TER with
@@ -191,7 +199,7 @@ def evaluate(
     if (src is None) != (ref is None):
         raise Seq2SeqError("--src and --ref go together")
     tr = _translator(run, checkpoint, device, batch_size, beam, alpha, length_penalty, n_best,
-                     hard_attention)
+                     hard_attention, quantize)
     report = evaluate_translator(tr, split=split, src_file=src, ref_file=ref,
                                  lowercase=lowercase, tokenize=tokenize)
     for name in ("bleu", "chrf", "ter"):
@@ -216,6 +224,7 @@ def translate(
         int | None, typer.Option("--head", min=1, help="With --plot-attention on a multi-head "
                                  "model: plot this head (from 1) instead of the heads' mean.")
     ] = None,
+    quantize: QuantizeOpt = "none",
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate standard input, one sentence a line, to standard output in the same order.
@@ -229,7 +238,7 @@ def translate(
     from seq2seq.streaming import translate_stream
 
     tr = _translator(run, checkpoint, device, batch_size, beam, alpha, length_penalty, n_best,
-                     hard_attention)
+                     hard_attention, quantize)
     plotter = None
     if plot_attention is not None:
         from seq2seq.plotting import AttentionPlotter
@@ -291,6 +300,38 @@ def report(
 
     path = write_report(runs, output, split=split)
     typer.echo(path.read_text(encoding="utf-8"))
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `train` (a Transformer).",
+                                        show_default=False)],
+    out: Annotated[Path, typer.Argument(help="Directory to write the exported model into.",
+                                        show_default=False)],
+    fmt: Annotated[
+        str, typer.Option("--format", help="ctranslate2: a CTranslate2 model directory "
+                          "(ctranslate2.Translator(OUT)).")
+    ] = "ctranslate2",
+    checkpoint: CheckpointOpt = "best",
+    quantization: Annotated[
+        str, typer.Option("--quantization", help="CTranslate2 weight type: none (float32), int8, "
+                          "int8_float32, int8_float16, int16, float16, ...")
+    ] = "none",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT if it exists and is not empty.")
+    ] = False,
+) -> None:
+    """Export a trained Transformer for serving, e.g. `seq2seq export --format ctranslate2
+    runs/transformer ct2/`: weights, vocabularies and the SentencePiece models in one directory
+    (OUT is written beside and renamed into place, so a failure leaves no part of it)."""
+    from seq2seq.export import export_model, usage_hint
+
+    path = export_model(run, out, fmt=fmt, checkpoint=checkpoint, quantization=quantization,
+                        overwrite=overwrite)
+    weights = "float32" if quantization == "none" else quantization
+    typer.echo(f"exported {run} ({checkpoint}) to {path} ({fmt}, {weights} weights)")
+    for line in usage_hint(path):
+        typer.echo(line)
 
 
 def main() -> None:

@@ -284,6 +284,10 @@ class TrainConfig:
     max_nonfinite: int = 5
     label_smoothing: float = 0.0
     accumulate: int = 1  # batches whose gradients are summed into one update
+    # hand freed activation memory back to the system at once (glibc): peak memory falls by a
+    # quarter, but every update then pays page faults for its activations (1.6x slower on a
+    # 2-core VM, docs/performance.md); for machines short of memory
+    release_memory: bool = False
     max_updates: int = 1250
     max_epochs: int | None = None
     max_minutes: float | None = None
@@ -345,6 +349,9 @@ class DecodeConfig:
     hard_attention: bool = False  # attend only to the argmax position (inference only)
     max_len_a: float = 1.5  # output length limit: a * src_len + b (a in [0, 1000])
     max_len_b: int = 10  # (b in [1, 1000000]: the limit counts eos, so every output can end)
+    # output tokens (eos not counted) before eos may end a hypothesis; the length limit wins
+    # where it is shorter. With max_len_a 0 and max_len_b N+1, every output is N tokens long
+    min_len: int = 0
     # source subwords that validation, eval and translate read (default: data.max_len, the
     # longest pair training keeps; always less than the model's position table); longer input
     # is cut with a warning naming the line
@@ -354,6 +361,8 @@ class DecodeConfig:
         _positive("decode", batch_size=self.batch_size, beam_size=self.beam_size)
         _at_least("decode", 0, max_len_a=self.max_len_a)
         _at_least("decode", 1, max_len_b=self.max_len_b, max_input_len=self.max_input_len)
+        _at_least("decode", 0, min_len=self.min_len)
+        _at_most("decode", MAX_LEN_B, "output tokens", min_len=self.min_len)
         # the search allocates (sentences, limit) tensors and steps up to the limit
         _at_most("decode", MAX_LEN_A, "output tokens per source token", max_len_a=self.max_len_a)
         _at_most("decode", MAX_LEN_B, "output tokens", max_len_b=self.max_len_b)

@@ -31,12 +31,13 @@ def evaluate(
     run: str | Path, split: str = "test", src_file: Path | None = None,
     ref_file: Path | None = None, checkpoint: str = "best", device: str = "auto",
     lowercase: bool = False, tokenize: str = "13a", decode: DecodeConfig | None = None,
-    **options: Any,
+    quantize: str = "none", **options: Any,
 ) -> dict[str, Any]:
     """Load a run's ``checkpoint``, translate and score (:func:`evaluate_translator`). The
     search is the run's ``decode`` section, or ``decode``, with ``options`` on top (e.g.
     ``beam_size=5, n_best=3``: validated as :meth:`DecodeConfig.override` does)."""
-    tr = Translator.from_run(run, checkpoint=checkpoint, device=device, decode=decode)
+    tr = Translator.from_run(run, checkpoint=checkpoint, device=device, decode=decode,
+                             quantize=quantize)
     tr.decode = tr.decode.override(**options)
     return evaluate_translator(tr, split=split, src_file=src_file, ref_file=ref_file,
                                lowercase=lowercase, tokenize=tokenize)
@@ -59,13 +60,14 @@ def evaluate_translator(
     scores = corpus_scores(hyps, refs, lowercase=lowercase, tokenize=tokenize)
     report = {
         "run": str(tr.run), "checkpoint": str(tr.checkpoint), "data": data,
-        "sentences": len(src),
+        "sentences": len(src), "quantize": tr.quantize,
         "search": {"method": "greedy" if decode.beam_size == 1 else "beam",
                    **dataclasses.asdict(decode)},
         "scoring": {"lowercase": lowercase, "tokenize": tokenize},
         **scores,
     }
-    name = eval_name(data, decode.beam_size, decode.hard_attention, tr.checkpoint_name)
+    name = eval_name(data, decode.beam_size, decode.hard_attention, tr.checkpoint_name,
+                     tr.quantize)
     _write(tr.run, name, report, hyps, nbest if decode.n_best > 1 else None)
     return report
 

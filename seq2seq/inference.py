@@ -14,17 +14,20 @@ it into a search strategy (:func:`seq2seq.search.make_search`) and decodes encod
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from seq2seq.batching import inference_batches, make_batch
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.errors import CheckpointError
 from seq2seq.models import Seq2SeqModel, build_model
+from seq2seq.quantize import check_quantize, quantize_model
 from seq2seq.run import RunDir
 from seq2seq.runtime import pick_device
 from seq2seq.search import Hypothesis, make_search, max_lengths
@@ -90,6 +93,34 @@ def decode_ids(model: Seq2SeqModel, src_ids: Sequence[Sequence[int]], decode: De
     return [h[0].tokens for h in search_ids(model, src_ids, decode, device)]
 
 
+@contextlib.contextmanager
+def _no_normal_init() -> Iterator[None]:
+    """Skip ``nn.init.normal_`` while a model is built on the meta device: there torch runs it
+    through a Python reference implementation whose first call imports ``torch._dynamo``
+    (2 of the 4.9 s a one-sentence translate took); the weights come from the checkpoint."""
+    normal = nn.init.normal_
+    nn.init.normal_ = lambda tensor, *args, **kwargs: tensor
+    try:
+        yield
+    finally:
+        nn.init.normal_ = normal
+
+
+def model_from_weights(cfg: Config, n_src: int, n_tgt: int, weights: dict[str, torch.Tensor],
+                       path: Path) -> Seq2SeqModel:
+    """The model of ``cfg`` holding ``weights`` (from ``path``). It is built on the meta device,
+    which allocates and initialises nothing, and then takes the loaded tensors as its own
+    (``assign``): loading costs no random initialisation and no copy."""
+    with torch.device("meta"), _no_normal_init():
+        model = build_model(cfg.model, n_src, n_tgt)
+    try:
+        model.load_state_dict(weights, assign=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: weights do not fit the model ({first})") from None
+    return model
+
+
 @dataclass
 class Translation:
     text: str  # detokenized output
@@ -115,25 +146,24 @@ class Translator:
     decode: DecodeConfig  # the search options (a validated copy of the run's or the caller's)
     run: RunDir | None = None  # where the weights came from (None for a model built in memory)
     checkpoint_name: str = "best"  # as asked for: best, last or a path (names eval reports)
+    quantize: str = "none"  # how the linear layers compute (seq2seq.quantize)
 
     @classmethod
     def from_run(cls, run: str | Path, checkpoint: str = "best", device: str = "auto",
-                 decode: DecodeConfig | None = None) -> Translator:
+                 decode: DecodeConfig | None = None, quantize: str = "none") -> Translator:
         """Load ``checkpoint`` (best, last or a path) of a run; ``decode`` (validated) replaces
-        the run's search options."""
+        the run's search options; ``quantize`` (:data:`seq2seq.quantize.QUANTIZATIONS`) picks
+        the CPU arithmetic of the linear layers."""
         run_dir = RunDir(run).require()
         dev = pick_device(device)
-        path, payload, cfg = run_dir.load_checkpoint(checkpoint, map_location=dev)
+        check_quantize(quantize, dev)
+        path, payload, cfg = run_dir.load_checkpoint(checkpoint, mmap=True)
         src_vocab, tgt_vocab = run_dir.vocabularies()
-        model = build_model(cfg.model, len(src_vocab), len(tgt_vocab))
-        try:
-            model.load_state_dict(payload["model"])
-        except RuntimeError as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"{path}: weights do not fit the model ({first})") from None
-        model.to(dev).eval()
+        model = model_from_weights(cfg, len(src_vocab), len(tgt_vocab), payload["model"], path)
+        model = quantize_model(model.to(dev).eval(), quantize)
         decode = (decode if decode is not None else cfg.decode).override()
-        return cls(model, cfg, src_vocab, tgt_vocab, dev, path, decode, run_dir, checkpoint)
+        return cls(model, cfg, src_vocab, tgt_vocab, dev, path, decode, run_dir, checkpoint,
+                   quantize)
 
     def translate(self, lines: Sequence[str], decode: DecodeConfig | None = None) -> list[str]:
         """Translate detokenized sentences; an empty line gives an empty translation."""

@@ -1,48 +1,96 @@
-"""Token-level cross-entropy with label smoothing, fused for speed.
+"""Token-level cross-entropy with label smoothing, fused with the output layer and chunked.
 
-The output layer dominates the cost of a small NMT model on a CPU: logits are (N, V) with V in the
-thousands. ``F.cross_entropy`` stores the log-softmax, then its backward pass reads it again and
-scatters a dense one-hot gradient. The fused version keeps only the logits and writes the
-gradient ``softmax(z) - q`` in one pass, where ``q`` is the smoothed target distribution
-(Szegedy et al. 2016): ``q = (1 - eps) * onehot(y) + eps / V``.
+The output layer dominates the memory and much of the time of a small NMT model on a CPU: its
+logits are (N, V) with V in the thousands, so a 4,096-token batch over 8k subwords holds 130 MB
+of logits, as much again for their softmax in the backward pass, and as much for its gradient.
+:func:`linear_cross_entropy_sum` never holds more than one chunk of about 2^23 logits: for
+each chunk of rows it computes the logits, the loss and at once the gradients of the loss with
+respect to the features and to the layer's weight and bias, and keeps only those gradients
+(N x H and V x H, both small). The backward pass just scales them. The multiply-adds are the
+same as an unfused layer and loss (one forward and two gradient products); what is saved is
+the memory and the traffic through it.
+
+With the smoothed target distribution (Szegedy et al. 2016) ``q = (1 - eps) * onehot(y) + eps / V``
+and logits ``z = h W^T + b``:
 
     loss_n = lse(z_n) - (1 - eps) * z_{n, y_n} - eps * mean_v z_{n, v}
+    dloss_n / dz_n = softmax(z_n) - q_n =: g_n
+    dL/dh = g W,   dL/dW = g^T h,   dL/db = sum_n g_n
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHUNK_ELEMENTS = 1 << 21  # logits per chunk (8 MB in fp32)
 
 
-class _FusedCrossEntropy(torch.autograd.Function):
-    # torch's fused (log-)softmax kernels are several times faster on a CPU than the equivalent
-    # exp/sub/logsumexp chain, so both passes are built on them.
+def _chunk_rows(vocab: int) -> int:
+    return max(1, CHUNK_ELEMENTS // vocab)
+
+
+def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, eps: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss of logits (n, V) float32, and their log-softmax (n, V)."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    loss = -(1.0 - eps) * log_probs.gather(1, target.unsqueeze(1)).sum()
+    if eps > 0:
+        loss = loss - eps * log_probs.mean(dim=-1).sum()
+    return loss, log_probs
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Loss of ``F.linear(h, weight, bias)`` against ``target``; the gradients are computed in
+    the forward pass, chunk by chunk, and scaled in the backward pass."""
+
     @staticmethod
-    def forward(ctx, logits, target, eps):
-        # logits (N, V) float, target (N,) long; returns the summed loss.
-        log_probs = torch.log_softmax(logits, dim=-1)  # (N, V), freed after forward
-        loss = -(1.0 - eps) * log_probs.gather(1, target.unsqueeze(1)).sum()
-        if eps > 0:
-            loss = loss - eps * log_probs.mean(dim=-1).sum()
-        ctx.save_for_backward(logits, target)
-        ctx.eps = eps
+    def forward(ctx, h, weight, bias, target, eps):
+        # h (N, H), weight (V, H), bias (V,) or None, target (N,) long
+        V = weight.size(0)
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_b = None if bias is None else torch.zeros(V, dtype=torch.float32,
+                                                       device=weight.device)
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        rows = _chunk_rows(V)
+        for start in range(0, h.size(0), rows):
+            hc, tc = h[start : start + rows], target[start : start + rows]
+            part, g = _chunk_loss(F.linear(hc, weight, bias).float(), tc, eps)
+            loss += part
+            g = g.exp_()  # softmax(z), in place of the log-softmax: (n, V)
+            if eps > 0:
+                g.sub_(eps / V)
+            g.scatter_add_(1, tc.unsqueeze(1), g.new_full((tc.size(0), 1), -(1.0 - eps)))
+            grad_h[start : start + rows] = torch.mm(g.to(weight.dtype), weight)  # (n, H)
+            grad_w += torch.mm(g.t().to(hc.dtype), hc)  # (V, H)
+            if grad_b is not None:
+                grad_b += g.sum(dim=0)
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        logits, target = ctx.saved_tensors
-        eps = ctx.eps
-        grad = torch.softmax(logits, dim=-1)  # (N, V)
-        if eps > 0:
-            grad.sub_(eps / logits.size(1))
-        grad.scatter_add_(
-            1, target.unsqueeze(1), grad.new_full((target.size(0), 1), -(1.0 - eps))
-        )
-        grad.mul_(grad_out)
-        return grad, None, None
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        w_dtype, b_dtype = ctx.dtypes
+        grad_b = None if grad_b is None else (grad_b * grad_out).to(b_dtype)
+        return (grad_h * grad_out.to(grad_h.dtype), (grad_w * grad_out).to(w_dtype), grad_b,
+                None, None)
 
 
-def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0
-                      ) -> torch.Tensor:
-    """Summed (label-smoothed) cross-entropy of logits (N, V) against target ids (N,)."""
-    return _FusedCrossEntropy.apply(logits.float(), target, float(label_smoothing))
+def linear_cross_entropy_sum(features: torch.Tensor, layer: nn.Linear, target: torch.Tensor,
+                             label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed (label-smoothed) cross-entropy of ``layer(features)`` (N, V) against target ids
+    (N,), computed in chunks of rows. Without gradients to compute (validation), only the
+    loss is computed, also in chunks."""
+    eps = float(label_smoothing)
+    if torch.is_grad_enabled() and (features.requires_grad or layer.weight.requires_grad):
+        return _LinearCrossEntropy.apply(features, layer.weight, layer.bias, target, eps)
+    loss = torch.zeros((), dtype=torch.float32, device=features.device)
+    rows = _chunk_rows(layer.out_features)
+    for start in range(0, features.size(0), rows):
+        logits = layer(features[start : start + rows]).float()
+        loss += _chunk_loss(logits, target[start : start + rows], eps)[0]
+    return loss

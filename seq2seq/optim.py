@@ -30,9 +30,16 @@ from seq2seq.config import TrainConfig
 
 
 def build_optimizer(t: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer of ``train.optimizer``, fused where torch has a fused kernel for it on the
+    parameters' device: one pass over all parameters per step instead of a loop of small
+    operations per tensor (about 10x faster for Adam on a CPU, docs/performance.md)."""
     params = [p for p in model.parameters() if p.requires_grad]
     choice = OPTIMIZERS.get(t.optimizer)
-    return getattr(torch.optim, choice.torch_class)(params, lr=t.lr, **choice.arguments(t))
+    cls = getattr(torch.optim, choice.torch_class)
+    try:
+        return cls(params, lr=t.lr, fused=True, **choice.arguments(t))
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or class
+        return cls(params, lr=t.lr, **choice.arguments(t))
 
 
 class LRSchedule:

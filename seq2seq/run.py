@@ -15,7 +15,8 @@ A run directory holds everything ``eval``, ``translate``, ``average`` and ``repo
     nbest_NAME.txt              with n_best > 1: LINE<TAB>SCORE<TAB>TEXT, best first per line
 
 ``NAME`` is the data name followed by what differs from the default evaluation (a checkpoint
-other than best.pt, beam search, hard attention), so evaluations never overwrite each other:
+other than best.pt, beam search, hard attention, quantization), so evaluations never overwrite
+each other:
 ``test_2016_flickr``, ``test_2016_flickr_beam5``, ``test_2016_flickr_averaged_hard``.
 Every other module goes through :class:`RunDir` to read or write these files.
 """
@@ -47,7 +48,7 @@ class EvalFiles:
 
 
 def eval_name(data: str, beam_size: int = 1, hard_attention: bool = False,
-              checkpoint: str = "best") -> str:
+              checkpoint: str = "best", quantize: str = "none") -> str:
     """The NAME of an evaluation's files (see the module docstring)."""
     name = data.replace("/", "_")
     if checkpoint != "best":
@@ -56,6 +57,8 @@ def eval_name(data: str, beam_size: int = 1, hard_attention: bool = False,
         name += f"_beam{beam_size}"
     if hard_attention:
         name += "_hard"
+    if quantize != "none":
+        name += f"_{quantize}"
     return name
 
 
@@ -217,11 +220,11 @@ class RunDir:
         p = Path(which)
         return p if p.is_absolute() or p.exists() else self.path / p
 
-    def load_checkpoint(self, which: str = "best", map_location: Any = "cpu"
+    def load_checkpoint(self, which: str = "best", map_location: Any = "cpu", mmap: bool = False
                         ) -> tuple[Path, dict[str, Any], Config]:
-        """(path, payload, the config stored in it)."""
+        """(path, payload, the config stored in it); ``mmap``: see :func:`checkpoint.load`."""
         path = self.checkpoint(which)
-        payload = ckpt.load(path, map_location=map_location)
+        payload = ckpt.load(path, map_location=map_location, mmap=mmap)
         try:
             cfg = config_from_dict(payload["config"])
         except ConfigError as e:

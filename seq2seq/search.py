@@ -22,7 +22,8 @@ options and drives any :class:`~seq2seq.models.base.Seq2SeqModel` through ``enco
   A sentence is done when it has ``K`` finished hypotheses or reaches its length limit.
 
 The length limit of a sentence (:func:`max_lengths`) counts the final eos; at the limit only eos
-may follow. Finished hypotheses are ranked by their length-normalised score, with a length
+may follow. Before ``min_len`` output tokens eos may not follow (the limit wins where it is
+shorter). Finished hypotheses are ranked by their length-normalised score, with a length
 penalty from :data:`seq2seq.choices.LENGTH_PENALTIES` (``gnmt``, ``average``, ``none``); greedy
 scores its single hypothesis the same way, so n-best lists compare.
 
@@ -105,10 +106,11 @@ class DecodeStrategy:
     width: int = 1  # rows (hypotheses) per sentence in the working batch
 
     def __init__(self, length_penalty: str = "gnmt", alpha: float = 0.6,
-                 return_attention: bool = False):
+                 return_attention: bool = False, min_len: int = 0):
         self.penalty = LENGTH_PENALTIES.get(length_penalty)  # an unknown name fails here
         self.alpha = alpha
         self.return_attention = return_attention
+        self.min_len = min_len
 
     def score(self, log_prob: float, length: int) -> float:
         """The length-normalised score of a hypothesis of ``length`` tokens (eos included)."""
@@ -128,6 +130,9 @@ class DecodeStrategy:
         for step in range(int(batch.limit.max())):
             log_probs, batch.state, weights = model.decode_step(
                 batch.memory, batch.state, batch.prev, self.return_attention)
+            if step < self.min_len:  # too short to end, unless at the limit
+                rows = ~batch.at_limit(step).repeat_interleave(self.width)
+                log_probs[rows, EOS] = float("-inf")
             done = self.advance(batch, step, log_probs, weights)
             if bool(done.all()):
                 break
@@ -212,10 +217,10 @@ class Beam(DecodeStrategy):
     best finished hypotheses of every sentence, best first."""
 
     def __init__(self, beam_size: int = 5, n_best: int = 1, length_penalty: str = "gnmt",
-                 alpha: float = 0.6, return_attention: bool = False):
+                 alpha: float = 0.6, return_attention: bool = False, min_len: int = 0):
         if beam_size < 1 or not 1 <= n_best <= beam_size:
             raise ValueError(f"need 1 <= n_best ({n_best}) <= beam_size ({beam_size})")
-        super().__init__(length_penalty, alpha, return_attention)
+        super().__init__(length_penalty, alpha, return_attention, min_len)
         self.width, self.n_best = beam_size, n_best
 
     def begin(self, memory, state, src, src_len, limit) -> BeamBatch:
@@ -287,6 +292,6 @@ def make_search(decode: DecodeConfig, return_attention: bool = False) -> DecodeS
     """The strategy that ``decode`` asks for: greedy search for ``beam_size`` 1, else beam
     search."""
     if decode.beam_size == 1:
-        return Greedy(decode.length_penalty, decode.alpha, return_attention)
+        return Greedy(decode.length_penalty, decode.alpha, return_attention, decode.min_len)
     return Beam(decode.beam_size, decode.n_best, decode.length_penalty, decode.alpha,
-                return_attention)
+                return_attention, decode.min_len)

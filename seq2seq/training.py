@@ -36,7 +36,7 @@ from seq2seq.data import load_split
 from seq2seq.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 from seq2seq.inference import clip_inputs, decode_ids, input_limit, print_warning
 from seq2seq.interrupts import StopSignals
-from seq2seq.loss import cross_entropy_sum
+from seq2seq.loss import linear_cross_entropy_sum
 from seq2seq.metrics import corpus_scores
 from seq2seq.models import Seq2SeqModel, build_model
 from seq2seq.optim import LRSchedule, build_optimizer
@@ -45,20 +45,28 @@ from seq2seq.runtime import (
     autocast,
     pick_device,
     resolve_precision,
+    return_freed_memory,
     rng_state,
     seed_everything,
     set_rng_state,
+    tune_backends,
 )
 from seq2seq.special import PAD
 from seq2seq.vocab import Vocab, train_or_load
 
 
 def batch_loss(model: Seq2SeqModel, b: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Summed token cross-entropy of a batch; the output layer runs on non-pad positions only."""
-    feats = model.features(b.src, b.src_len, b.tgt_in)  # (B, T, H)
+    """Summed token cross-entropy of a batch."""
+    return output_loss(model, model.features(b.src, b.src_len, b.tgt_in), b, label_smoothing)
+
+
+def output_loss(model: Seq2SeqModel, feats: torch.Tensor, b: Batch,
+                label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed cross-entropy of the output layer on the decoder's features (B, T, H); the layer
+    runs on the non-pad positions only, fused with the loss (seq2seq.loss)."""
     keep = b.tgt_out != PAD  # (B, T)
-    logits = model.project(feats[keep])  # (N, V)
-    return cross_entropy_sum(logits, b.tgt_out[keep], label_smoothing)
+    return linear_cross_entropy_sum(feats[keep], model.generator, b.tgt_out[keep],
+                                    label_smoothing)
 
 
 class LossModule(torch.nn.Module):
@@ -170,6 +178,7 @@ class LogWindow:
 
     tokens: int = 0  # source + target tokens, all ranks
     tgt: int = 0  # target tokens of this rank
+    tgt_all: int = 0  # target tokens, all ranks
     loss: float = 0.0  # summed loss of this rank
     t0: float = dataclasses.field(default_factory=time.perf_counter)
 
@@ -181,9 +190,12 @@ class Trainer:
     def __init__(self, cfg: Config, overwrite: bool = False, progress: bool = True,
                  resume: bool = False):
         self.cfg, self.t = cfg, cfg.train
+        if self.t.release_memory:
+            return_freed_memory()
         if self.t.num_threads:
             torch.set_num_threads(self.t.num_threads)
         self.world, self.device = distributed.init(pick_device(self.t.device))
+        tune_backends(self.device)
         self.precision = resolve_precision(self.t.precision, self.device)
         if self.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 on a CPU")
@@ -255,7 +267,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def _restore(self, path: Path) -> None:
-        payload = ckpt.load(path, map_location=self.device)
+        # on the CPU: the random states must be CPU tensors, and load_state_dict moves the
+        # weights and the optimizer state to the device of the parameters
+        payload = ckpt.load(path, map_location="cpu")
         missing = [k for k in ("optimizer", "progress", "rng", "schedule") if k not in payload]
         if missing:
             raise CheckpointError(f"{path}: cannot resume from it (no {', '.join(missing)})")
@@ -411,6 +425,7 @@ class Trainer:
         s.tokens += n_tok
         window.tokens += n_tok
         window.tgt += n_tgt
+        window.tgt_all += int(distributed.all_sum(n_tgt, self.world, self.device))
         window.loss += loss_sum
         return lr
 
@@ -460,6 +475,7 @@ class Trainer:
             "kind": "train", "update": s.update, "epoch": s.epoch,
             "loss": round(window.loss / max(window.tgt, 1), 4), "lr": lr,
             "tokens_per_s": round(window.tokens / max(elapsed, 1e-9)),
+            "tgt_tokens_per_s": round(window.tgt_all / max(elapsed, 1e-9)),
             "train_s": round(s.train_s, 1), "wall_s": round(self.clock.seconds(), 1),
         }
         self.run_dir.log(rec)

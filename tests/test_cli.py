@@ -76,6 +76,18 @@ def test_eval_with_hard_attention_writes_its_own_report(trained_run):
     assert (trained_run / "eval_test_2016_flickr.json").is_file()  # the soft one stays
 
 
+def test_eval_int8_writes_its_own_report_and_bad_names_fail(trained_run):
+    r = cli("eval", "--run", trained_run, "--split", "test", "--quantize", "int8")
+    assert r.returncode == 0, r.stderr.decode()
+    report = json.loads((trained_run / "eval_test_2016_flickr_int8.json").read_text())
+    assert report["quantize"] == "int8" and report["sentences"] == 30
+    r = cli("translate", "--run", trained_run, "--quantize", "int8", stdin=b"Ein Hund.\n")
+    assert r.returncode == 0 and len(r.stdout.decode().splitlines()) == 1
+    err = one_line_error(cli("translate", "--run", trained_run, "--quantize", "int4",
+                             stdin=b"Ein Hund.\n"))
+    assert "--quantize" in err and "int8" in err
+
+
 def test_eval_on_files(trained_run, tmp_path):
     (tmp_path / "s.de").write_text("Ein Hund.\nEine Frau.\n")
     (tmp_path / "r.en").write_text("A dog.\nA woman.\n")

@@ -67,6 +67,25 @@ def test_length_limit_and_no_eos_in_output(arch):
             torch.testing.assert_close(h.attention.sum(-1), torch.ones(len(h.tokens) + 1))
 
 
+@pytest.mark.parametrize("arch", ["rnn", "transformer"])
+def test_min_len_forces_output_length_and_the_limit_still_wins(arch):
+    m = model(arch)
+    src = sources()
+    b = make_batch(src)
+    fixed = torch.full((len(src),), 8)  # 7 tokens + eos
+    for search in (Greedy(min_len=7), Beam(3, min_len=7)):
+        for hyps in search.search(m, b.src, b.src_len, fixed):
+            assert all(len(h.tokens) == 7 and EOS not in h.tokens for h in hyps)
+            assert all(math.isfinite(h.log_prob) for h in hyps)
+    short = torch.full((len(src),), 4)  # min_len beyond the limit: the limit ends the output
+    for search in (Greedy(min_len=7), Beam(3, min_len=7)):
+        for hyps in search.search(m, b.src, b.src_len, short):
+            assert all(len(h.tokens) == 3 and math.isfinite(h.log_prob) for h in hyps)
+    assert make_search(DecodeConfig(beam_size=2, min_len=5)).min_len == 5
+    with pytest.raises(ConfigError, match="decode.min_len"):
+        DecodeConfig().override(min_len=-1)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_beam_one_equals_greedy(arch):
     m = model(arch)

@@ -53,9 +53,13 @@ class Seq2SeqModel(nn.Module):
         """Teacher forcing: tgt_in (B, T) -> the vectors fed to the output layer (B, T, H)."""
         raise NotImplementedError
 
+    #: The output layer, (..., H) -> logits (..., V); training fuses it with the loss
+    #: (:func:`seq2seq.loss.linear_cross_entropy_sum`), so it is one linear layer.
+    generator: nn.Linear
+
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """Output layer: (..., H) -> logits (..., V)."""
-        raise NotImplementedError
+        return self.generator(features)
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
                 ) -> torch.Tensor:

@@ -215,9 +215,6 @@ class RNNSeq2Seq(Seq2SeqModel):
         log_probs = F.log_softmax(self.project(t[:, 0]), dim=-1)  # (B, V)
         return log_probs, state, (weights[:, 0] if weights is not None else None)
 
-    def project(self, features):
-        return self.generator(features)
-
     def features(self, src, src_len, tgt_in):
         memory = self.encode(src, src_len)
         state = self.init_state(memory)

@@ -54,21 +54,51 @@ class Embedder(nn.Module):
         self.embedding = embedding
         d = cfg.embed_size
         self.scale = math.sqrt(d) if cfg.scale_embeddings else 1.0
-        if cfg.positions == "sinusoidal":
-            self.register_buffer("pe", sinusoidal_positions(cfg.max_length, d), persistent=False)
-            self.learned = None
-        else:
-            self.learned = nn.Embedding(cfg.max_length, d)
+        self.n_positions = cfg.max_length
+        # the sinusoidal table is a function of (n_positions, d), not a parameter: it is made on
+        # first use on the input's device, so a model built without memory (on the meta device,
+        # as inference loading does) needs nothing but its state dict
+        self.learned = nn.Embedding(cfg.max_length, d) if cfg.positions == "learned" else None
+        self._table: torch.Tensor | None = None
         self.dropout = nn.Dropout(cfg.dropout)
+
+    def positions(self, pos: torch.Tensor) -> torch.Tensor:
+        """Position vectors of ``pos`` (any shape) -> (..., d)."""
+        if self.learned is not None:
+            return self.learned(pos)
+        if self._table is None or self._table.device != pos.device:
+            d = self.embedding.embedding_dim
+            self._table = sinusoidal_positions(self.n_positions, d).to(pos.device)
+        return self._table[pos]
 
     def forward(self, tokens: torch.Tensor, start: torch.Tensor | int = 0) -> torch.Tensor:
         """tokens (B, L) at positions start, start+1, ... -> (B, L, d)."""
         L = tokens.size(1)
         pos = torch.arange(L, device=tokens.device) + start  # (L,) or (B, L)
-        pos = pos.clamp(max=(self.pe.size(0) if self.learned is None else
-                             self.learned.num_embeddings) - 1)
-        p = self.pe[pos] if self.learned is None else self.learned(pos)
-        return self.dropout(self.embedding(tokens) * self.scale + p)
+        pos = pos.clamp(max=self.n_positions - 1)
+        return self.dropout(self.embedding(tokens) * self.scale + self.positions(pos))
+
+
+class _ReluDropout(torch.autograd.Function):
+    """``dropout(relu(x), p)`` keeping only its output for the backward pass.
+
+    With y = relu(x) * m / (1 - p) (m the Bernoulli mask), y > 0 exactly where x > 0 and m = 1,
+    so dy/dx = [y > 0] / (1 - p): neither the relu's output nor the mask needs to be saved,
+    and y is saved anyway as the next layer's input. The mask is drawn as ``F.dropout`` draws it,
+    so the random stream and the values are the same as the unfused pair."""
+
+    @staticmethod
+    def forward(ctx, x, p):
+        noise = torch.empty_like(x).bernoulli_(1 - p).div_(1 - p)
+        y = F.relu(x) * noise
+        ctx.save_for_backward(y)
+        ctx.scale = 1 / (1 - p)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (y > 0) * ctx.scale, None
 
 
 class FeedForward(nn.Module):
@@ -78,7 +108,11 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        return self.w2(self.dropout(F.relu(self.w1(x))))
+        h = self.w1(x)  # (B, L, ff)
+        p = self.dropout.p
+        if self.training and 0 < p < 1:
+            return self.w2(_ReluDropout.apply(h, p))
+        return self.w2(self.dropout(F.relu(h)))
 
 
 class Sublayer(nn.Module):
@@ -132,10 +166,8 @@ class DecoderLayer(nn.Module):
         def self_attn(h):
             nonlocal new_cache
             kv = self.self_attn.project_keys(h)  # (B, 2h, L, d_k)
-            if cache is not None:
-                heads = self.self_attn.heads
-                kv = torch.cat([torch.cat([cache[:, :heads], kv[:, :heads]], dim=2),
-                                torch.cat([cache[:, heads:], kv[:, heads:]], dim=2)], dim=1)
+            if cache is not None:  # the earlier positions' keys and values, then these
+                kv = torch.cat([cache, kv], dim=2)  # (B, 2h, t + L, d_k)
             new_cache = kv
             return self.self_attn(h, kv, causal=True, need_weights=False)[0]
 
@@ -224,9 +256,6 @@ class Transformer(Seq2SeqModel):
         memory = self.encode(src, src_len)
         y, _, _ = self._decode(memory, self.tgt_embed(tgt_in), None, need_weights=False)
         return y  # (B, T, d)
-
-    def project(self, features):
-        return self.generator(features)
 
     @torch.no_grad()
     def attention_maps(self, src, src_len, tgt_in):

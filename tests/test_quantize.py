@@ -1,0 +1,47 @@
+import pytest
+import torch
+from torch import nn
+
+from seq2seq.batching import make_batch
+from seq2seq.config import load_config
+from seq2seq.errors import ConfigError
+from seq2seq.models import build_model
+from seq2seq.quantize import check_quantize, quantize_model
+
+ARCHS = {
+    "rnn": ["model.embed_size=32", "model.hidden_size=32"],
+    "transformer": ["model.arch=transformer", "model.attention.score=scaled_dot",
+                    "model.attention.heads=2", "model.embed_size=32", "model.ff_size=64"],
+}
+
+
+def model(arch):
+    cfg = load_config(None, ARCHS[arch])
+    torch.manual_seed(0)
+    return build_model(cfg.model, 50, 50).eval()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_int8_replaces_every_linear_layer_and_stays_close(arch):
+    fp32 = model(arch)
+    n_linear = sum(isinstance(m, nn.Linear) for m in fp32.modules())
+    q = quantize_model(model(arch), "int8")
+    assert n_linear > 0 and not any(type(m) is nn.Linear for m in q.modules())
+    assert sum(type(m).__name__ == "Linear" and "quantized" in type(m).__module__
+               for m in q.modules()) == n_linear
+    b = make_batch([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]])
+    with torch.no_grad():
+        ref = fp32(b.src, b.src_len, b.tgt_in).log_softmax(-1)
+        out = q(b.src, b.src_len, b.tgt_in).log_softmax(-1)
+    assert not torch.equal(ref, out)  # it did change the arithmetic ...
+    assert (ref.exp() - out.exp()).abs().max() < 0.05  # ... but not the distributions
+
+
+def test_none_is_the_model_itself_and_names_are_checked():
+    m = model("rnn")
+    assert quantize_model(m, "none") is m
+    with pytest.raises(ConfigError, match="one of none, int8"):
+        quantize_model(m, "int4")
+    with pytest.raises(ConfigError, match="--device cpu"):
+        check_quantize("int8", torch.device("cuda"))
+    check_quantize("none", torch.device("cuda"))
