@@ -48,7 +48,7 @@ from torch import nn
 
 from seq2seq import __version__
 from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError, one_line
-from seq2seq.inference import model_from_weights
+from seq2seq.inference import load_run_model
 from seq2seq.models.transformer import sinusoidal_positions
 from seq2seq.run import RunDir
 from seq2seq.special import BOS, EOS, UNK
@@ -87,13 +87,11 @@ def export_ctranslate2(run_dir: str | Path, out_dir: str | Path, checkpoint: str
     check_output(out, overwrite)
     ct2 = import_ctranslate2()
     run = RunDir(run_dir).require()
-    path, payload, cfg = run.load_checkpoint(checkpoint, mmap=True)
+    path, cfg, model, src_vocab, tgt_vocab = load_run_model(run, checkpoint)
     if cfg.model.arch != "transformer":
         raise ConfigError(f"model.arch: CTranslate2 export supports model.arch: transformer, "
                           f"but {run} is {cfg.model.arch!r} (CTranslate2 has no equivalent of "
                           "its RNN decoders)")
-    src_vocab, tgt_vocab = run.vocabularies()
-    model = model_from_weights(cfg, len(src_vocab), len(tgt_vocab), payload["model"], path)
     spec = transformer_spec(ct2, model)
     configure(spec, src_vocab, tgt_vocab, layer_norm_eps(model))
     manifest = {

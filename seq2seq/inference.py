@@ -25,7 +25,7 @@ from torch import nn
 
 from seq2seq.batching import inference_batches, make_batch
 from seq2seq.config import Config, DecodeConfig
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, one_line
 from seq2seq.models import Seq2SeqModel, build_model
 from seq2seq.quantize import check_quantize, quantize_model
 from seq2seq.run import RunDir
@@ -116,9 +116,19 @@ def model_from_weights(cfg: Config, n_src: int, n_tgt: int, weights: dict[str, t
     try:
         model.load_state_dict(weights, assign=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: weights do not fit the model ({first})") from None
+        raise CheckpointError(f"{path}: weights do not fit the model ({one_line(e)})") from None
     return model
+
+
+def load_run_model(run_dir: RunDir, checkpoint: str = "best"
+                   ) -> tuple[Path, Config, Seq2SeqModel, Vocab, Vocab]:
+    """A run's ``checkpoint`` (best, last or a path) for inference or export: its path, the
+    config stored in it, the model holding its weights (on the CPU, read through a memory map:
+    the optimizer state a checkpoint also holds is never read) and the two vocabularies."""
+    path, payload, cfg = run_dir.load_checkpoint(checkpoint, mmap=True)
+    src_vocab, tgt_vocab = run_dir.vocabularies()
+    model = model_from_weights(cfg, len(src_vocab), len(tgt_vocab), payload["model"], path)
+    return path, cfg, model, src_vocab, tgt_vocab
 
 
 @dataclass
@@ -157,9 +167,7 @@ class Translator:
         run_dir = RunDir(run).require()
         dev = pick_device(device)
         check_quantize(quantize, dev)
-        path, payload, cfg = run_dir.load_checkpoint(checkpoint, mmap=True)
-        src_vocab, tgt_vocab = run_dir.vocabularies()
-        model = model_from_weights(cfg, len(src_vocab), len(tgt_vocab), payload["model"], path)
+        path, cfg, model, src_vocab, tgt_vocab = load_run_model(run_dir, checkpoint)
         model = quantize_model(model.to(dev).eval(), quantize)
         decode = (decode if decode is not None else cfg.decode).override()
         return cls(model, cfg, src_vocab, tgt_vocab, dev, path, decode, run_dir, checkpoint,
