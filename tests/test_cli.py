@@ -229,3 +229,22 @@ def test_report_compares_runs(trained_run, tmp_path):
     assert "BLEU|nrefs:1|" in md
     for png in ("bleu.png", "curves.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("code, status, err",
+                         [(3, 3, ""), (None, 0, ""), ("stopped", 1, "stopped")])
+def test_end_process_keeps_exit_status_handlers_and_output(tmp_path, code, status, err):
+    """The entry point skips the interpreter's teardown, not the exit handlers or the output."""
+    marker = tmp_path / "atexit"
+    script = (
+        "import atexit, pathlib, sys\n"
+        "from seq2seq.cli import end_process\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        f"end_process({code!r})\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == status
+    assert r.stdout == "buffered, no newline"
+    assert r.stderr.strip() == err
+    assert marker.read_text() == "ran"
