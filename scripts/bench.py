@@ -56,8 +56,7 @@ from seq2seq.runtime import (  # noqa: E402
     seed_everything,
     tune_backends,
 )
-from seq2seq.training import batch_loss, output_loss  # noqa: E402
-from seq2seq.vocab import train_or_load  # noqa: E402
+from seq2seq.training import batch_loss, load_training_data, output_loss  # noqa: E402
 
 SECTIONS = ("data", "forward", "loss", "backward", "optimizer")
 
@@ -164,13 +163,8 @@ def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | 
     if cfg.train.release_memory:  # as the Trainer does
         return_freed_memory()
     seed_everything(cfg.train.seed)
-    ds = load_split(cfg.data, cfg.data.splits.train)
-    sv, tv = train_or_load(cfg.vocab, ds["src"], ds["tgt"])
-    src, tgt = sv.encode(ds["src"]), tv.encode(ds["tgt"])
-    keep = [i for i, (s, t) in enumerate(zip(src, tgt))
-            if 0 < len(s) <= cfg.data.max_len and 0 < len(t) <= cfg.data.max_len]
-    batches = TrainBatches([src[i] for i in keep], [tgt[i] for i in keep],
-                           cfg.train.batch_tokens, cfg.train.seed)
+    data = load_training_data(cfg, progress=False)  # the token cache, as `train` reads it
+    batches, sv, tv = data.batches, data.src_vocab, data.tgt_vocab
     model = build_model(cfg.model, len(sv), len(tv)).to(device)
     return cfg, batches, model, build_optimizer(cfg.train, model)
 

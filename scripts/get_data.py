@@ -1,51 +1,36 @@
-"""Put Multi30k (task 1, raw, gzipped) under data/multi30k.
+"""Put Multi30k (task 1, raw, gzipped) under data/multi30k (`make data`).
 
-Uses a local copy when one exists (``../shared/data/multi30k`` beside the project, or --from),
-otherwise downloads the files from the public Multi30k repository.
+Uses a local copy when one exists (``../shared/data/multi30k`` beside the working directory or
+the project, or --from), otherwise downloads the files from the public Multi30k repository.
+Training does the same by itself for configs with ``data.fetch: multi30k``
+(``seq2seq/download.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import urllib.request
 from pathlib import Path
 
-URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
-SPLITS = ("train", "val", "test_2016_flickr")
-LANGS = ("en", "de", "fr", "cs")
+from seq2seq.download import FILES, fetch_multi30k
+from seq2seq.errors import DataError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "multi30k")
-    ap.add_argument("--from", dest="src", type=Path, default=ROOT.parent / "shared/data/multi30k",
-                    help="local directory with the .gz files (used when it exists)")
+    ap.add_argument("--from", dest="src", type=Path, default=None,
+                    help="local directory with the .gz files (default: ../shared/data/multi30k "
+                    "when it exists, else the network)")
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    names = [f"{s}.{lang}.gz" for s in SPLITS for lang in LANGS]
-    for name in names:
-        target = args.out / name
-        if target.is_file() and target.stat().st_size > 0:
-            continue
-        local = args.src / name
-        if local.is_file():
-            shutil.copyfile(local, target)
-            continue
-        tmp = target.with_suffix(".part")
-        try:
-            url = URL.format(name=name)
-            with urllib.request.urlopen(url, timeout=60) as r, tmp.open("wb") as f:
-                shutil.copyfileobj(r, f)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            print(f"error: cannot fetch {name} ({e}); copy Multi30k into {args.out} by hand",
-                  file=sys.stderr)
-            return 1
-        tmp.replace(target)
-    print(f"Multi30k is in {args.out} ({len(names)} files)")
+    try:
+        fetch_multi30k(args.out, args.src)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"Multi30k is in {args.out} ({len(FILES)} files)")
     return 0
 
 

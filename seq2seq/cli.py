@@ -336,6 +336,28 @@ def export(
         typer.echo(line)
 
 
+@app.command()
+def cache(
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Delete the token cache and the cached SentencePiece "
+                           "models (runs keep their own vocabularies).")
+    ] = False,
+) -> None:
+    """Show the cache: the encoded training splits (tokens/) and SentencePiece models (spm/)
+    under $SEQ2SEQ_CACHE (default ~/.cache/seq2seq); --clear deletes them."""
+    from seq2seq.token_cache import cache_usage, clear_cache
+    from seq2seq.vocab import cache_root
+
+    root = cache_root()
+    if clear:
+        freed = clear_cache(root)
+        typer.echo(f"cleared {root} ({freed / 1e6:,.1f} MB)")
+        return
+    for kind, entries, size in cache_usage(root):
+        typer.echo(f"{root / kind}: {entries} entr{'y' if entries == 1 else 'ies'}, "
+                   f"{size / 1e6:,.1f} MB")
+
+
 def main() -> None:
     """The ``seq2seq`` entry point: run one command, print a library error as one line."""
     try:

@@ -141,6 +141,9 @@ class DataConfig:
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     max_len: int = 100  # training pairs longer than this (in subwords, either side) are dropped
     max_sentences: int | None = None  # keep only the first N training pairs (quick experiments)
+    streaming: bool = False  # hub: read the splits as they download, keeping none of them
+    token_cache: bool = True  # encode the training split once into memory-mapped arrays
+    fetch: Literal["multi30k"] | None = None  # local: fetch this corpus into a missing `path`
 
     def validate(self) -> None:
         _positive("data", max_len=self.max_len, max_sentences=self.max_sentences)
@@ -149,6 +152,8 @@ class DataConfig:
         self.splits.validate()
         if self.src_lang == self.tgt_lang:
             raise ConfigError("data.tgt_lang: must differ from data.src_lang")
+        if self.streaming and self.format != "hub":
+            raise ConfigError(f"data.streaming: only for data.format hub, not {self.format!r}")
 
 
 @dataclass

@@ -34,6 +34,7 @@ goes offline: a dataset in the local cache still loads, a missing one fails at o
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import socket
@@ -48,6 +49,7 @@ from urllib.parse import urlsplit
 import datasets
 
 from seq2seq.config import DataConfig
+from seq2seq.download import fetch_missing
 from seq2seq.errors import DataError, one_line
 
 datasets.disable_progress_bars()
@@ -120,6 +122,8 @@ def _find(directory: Path, stem: str) -> Path:
 
 
 def _check_dir(cfg: DataConfig) -> Path:
+    if cfg.format == "local":  # the fetched corpora come in the local layout
+        fetch_missing(cfg.path, cfg.fetch)
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(
@@ -129,22 +133,52 @@ def _check_dir(cfg: DataConfig) -> Path:
 
 
 def _load_local(cfg: DataConfig, split: str) -> datasets.Dataset:
-    root = _check_dir(cfg)
-    src_path = _find(root, f"{split}.{cfg.src_lang}")
-    tgt_path = _find(root, f"{split}.{cfg.tgt_lang}")
+    src_path, tgt_path = local_files(cfg, split)
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
-        raise DataError(
-            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: not a parallel corpus"
-        )
+        raise DataError(_unparallel(src_path, len(src), tgt_path, len(tgt)))
     return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
 
 
-def _load_tsv(cfg: DataConfig, split: str) -> datasets.Dataset:
+def local_files(cfg: DataConfig, split: str) -> tuple[Path, Path]:
+    """The source and target files of a split in the ``local`` layout."""
     root = _check_dir(cfg)
-    path = _find(root, f"{split}.tsv")
-    src: list[str] = []
-    tgt: list[str] = []
+    return _find(root, f"{split}.{cfg.src_lang}"), _find(root, f"{split}.{cfg.tgt_lang}")
+
+
+def local_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
+    """The pairs of a split in the ``local`` layout, one at a time (lines stripped of their
+    line ends only, as :func:`read_lines` gives them)."""
+    src_path, tgt_path = local_files(cfg, split)
+    with closing(numbered_lines(src_path)) as src, closing(numbered_lines(tgt_path)) as tgt:
+        n = 0
+        for n, (_, s) in enumerate(src, 1):
+            t = next(tgt, None)
+            if t is None:
+                raise DataError(_unparallel(src_path, f"more than {n - 1}", tgt_path, n - 1))
+            yield s, t[1]
+        if next(tgt, None) is not None:
+            raise DataError(_unparallel(src_path, n, tgt_path, f"more than {n}"))
+
+
+def _unparallel(src_path: Path, n_src, tgt_path: Path, n_tgt) -> str:
+    return f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt}: not a parallel corpus"
+
+
+def split_files(cfg: DataConfig, split: str) -> list[Path]:
+    """The files a split of a file format (local, tsv, jsonl) is read from."""
+    if cfg.format == "local":
+        return list(local_files(cfg, split))
+    return [_find(_check_dir(cfg), f"{split}.{cfg.format}")]
+
+
+def _load_tsv(cfg: DataConfig, split: str) -> datasets.Dataset:
+    return _from_pairs(tsv_pairs(cfg, split))
+
+
+def tsv_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
+    """The ``(source, target)`` pairs of ``{split}.tsv``, one at a time."""
+    path = _find(_check_dir(cfg), f"{split}.tsv")
     with closing(numbered_lines(path)) as lines:
         _, header = next(lines, (1, None))
         if header is None:
@@ -167,8 +201,15 @@ def _load_tsv(cfg: DataConfig, split: str) -> datasets.Dataset:
                     f"{path}:{n}: {k} tab-separated field{'s' * (k != 1)}, "
                     f"the header has {width} ({hint})"
                 )
-            src.append(fields[si].strip())
-            tgt.append(fields[ti].strip())
+            yield fields[si].strip(), fields[ti].strip()
+
+
+def _from_pairs(pairs: Iterator[tuple[str, str]]) -> datasets.Dataset:
+    src: list[str] = []
+    tgt: list[str] = []
+    for s, t in pairs:
+        src.append(s)
+        tgt.append(t)
     return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
 
 
@@ -188,19 +229,18 @@ def _tsv_column(columns: list[str], lang: str, path: Path, cfg: DataConfig) -> i
 
 
 def _load_jsonl(cfg: DataConfig, split: str) -> datasets.Dataset:
-    root = _check_dir(cfg)
-    path = _find(root, f"{split}.jsonl")
-    src: list[str] = []
-    tgt: list[str] = []
+    return _from_pairs(jsonl_pairs(cfg, split))
+
+
+def jsonl_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
+    """The ``(source, target)`` pairs of ``{split}.jsonl``, one at a time."""
+    path = _find(_check_dir(cfg), f"{split}.jsonl")
     with closing(numbered_lines(path)) as lines:
         for n, line in lines:
             if n == 1:
                 line = line.removeprefix("\ufeff")
             if line.strip():  # blank lines carry no record (as JSON Lines readers do)
-                s, t = _jsonl_pair(line, cfg.src_lang, cfg.tgt_lang, f"{path}:{n}")
-                src.append(s)
-                tgt.append(t)
-    return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+                yield _jsonl_pair(line, cfg.src_lang, cfg.tgt_lang, f"{path}:{n}")
 
 
 def _jsonl_pair(line: str, s: str, t: str, where: str) -> tuple[str, str]:
@@ -260,6 +300,35 @@ def _json_kind(value) -> str:
 
 
 def _load_hub(cfg: DataConfig, split: str) -> datasets.Dataset:
+    if cfg.streaming:  # a split loaded whole (validation, test) is small: collect its pairs
+        return _from_pairs(hub_pairs(cfg, split))
+    return _to_pair(open_hub(cfg, split), cfg, cfg.path)
+
+
+def hub_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
+    """The pairs of a hub split, one at a time; with ``data.streaming`` read as they arrive,
+    nothing of the split kept on disk or in memory."""
+    ds = open_hub(cfg, split)
+    if not cfg.streaming:
+        for batch in _to_pair(ds, cfg, cfg.path).iter(batch_size=10_000):
+            yield from zip(batch["src"], batch["tgt"])
+        return
+    s, t = cfg.src_lang, cfg.tgt_lang
+    for row in ds:
+        if "translation" in row:
+            yield _text(row["translation"], s, cfg.path), _text(row["translation"], t, cfg.path)
+        elif s in row and t in row:
+            yield _str(row[s]), _str(row[t])
+        else:
+            raise DataError(
+                f"{cfg.path}: no 'translation' column and no columns {s!r} and {t!r} "
+                f"(columns: {', '.join(sorted(row))})"
+            )
+
+
+def open_hub(cfg: DataConfig, split: str) -> datasets.Dataset | datasets.IterableDataset:
+    """``datasets.load_dataset`` for one split, its network errors as one line (a
+    ``datasets.IterableDataset`` with ``data.streaming``)."""
     unreachable = None
     if not _offline_mode() and not Path(cfg.path).exists():
         address = _hub_address()
@@ -267,7 +336,7 @@ def _load_hub(cfg: DataConfig, split: str) -> datasets.Dataset:
             unreachable = f"{address[0]}:{address[1]}"
             _go_offline()
     try:
-        ds = datasets.load_dataset(cfg.path, cfg.hub_config, split=split)
+        ds = datasets.load_dataset(cfg.path, cfg.hub_config, split=split, streaming=cfg.streaming)
     except ValueError as e:
         if "split" in str(e).lower():
             raise DataError(f"{cfg.path}: no split {split!r} ({one_line(e)})") from None
@@ -286,7 +355,27 @@ def _load_hub(cfg: DataConfig, split: str) -> datasets.Dataset:
             f"{cfg.path!r} from the local cache (HF_HUB_OFFLINE=0 skips this check)",
             file=sys.stderr, flush=True,
         )
-    return _to_pair(ds, cfg, cfg.path)
+    return ds
+
+
+def side_lines(cfg: DataConfig, split: str, side: str, limit: int | None = None
+               ) -> Iterator[str]:
+    """The sentences of one side (``"src"`` or ``"tgt"``) of the first ``limit`` pairs of a
+    split, one at a time; in the local layout only that side's file is read."""
+    if cfg.format == "local":
+        path = local_files(cfg, split)[side == "tgt"]
+        lines: Iterator[str] = (line for _, line in numbered_lines(path))
+    else:
+        column = side == "tgt"
+        lines = (pair[column] for pair in pairs(cfg, split))
+    return itertools.islice(lines, limit)
+
+
+def pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
+    """Every ``(source, target)`` pair of a split, one at a time, in the source's order:
+    what the token cache encodes without holding the corpus in memory."""
+    reader = {"local": local_pairs, "tsv": tsv_pairs, "jsonl": jsonl_pairs, "hub": hub_pairs}
+    return reader[cfg.format](cfg, split)
 
 
 HUB_PROBE_TIMEOUT = 3.0  # seconds for the hub's host to accept a TCP connection

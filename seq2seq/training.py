@@ -32,7 +32,7 @@ from seq2seq import distributed
 from seq2seq.batching import Batch, TrainBatches, inference_batches, make_batch
 from seq2seq.choices import ARCHITECTURES
 from seq2seq.config import Config
-from seq2seq.data import load_split
+from seq2seq.data import load_split, side_lines, split_files
 from seq2seq.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 from seq2seq.inference import clip_inputs, decode_ids, input_limit, print_warning
 from seq2seq.interrupts import StopSignals
@@ -52,7 +52,8 @@ from seq2seq.runtime import (
     tune_backends,
 )
 from seq2seq.special import PAD
-from seq2seq.vocab import Vocab, train_or_load
+from seq2seq.token_cache import EncodedSplit, encoded_split, fingerprint
+from seq2seq.vocab import Vocab, train_or_load_stream
 
 
 def batch_loss(model: Seq2SeqModel, b: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -81,16 +82,6 @@ class LossModule(torch.nn.Module):
         return batch_loss(self.model, b, label_smoothing)
 
 
-def encode_pairs(src_vocab: Vocab, tgt_vocab: Vocab, src: list[str], tgt: list[str],
-                  max_len: int | None) -> tuple[list[list[int]], list[list[int]]]:
-    s_ids, t_ids = src_vocab.encode(src), tgt_vocab.encode(tgt)
-    if max_len is None:
-        return s_ids, t_ids
-    keep = [i for i, (s, t) in enumerate(zip(s_ids, t_ids))
-            if 0 < len(s) <= max_len and 0 < len(t) <= max_len]
-    return [s_ids[i] for i in keep], [t_ids[i] for i in keep]
-
-
 @torch.no_grad()
 def validation_loss(model: Seq2SeqModel, src: list[list[int]], tgt: list[list[int]],
                     device: torch.device, batch_size: int = 64) -> float:
@@ -109,8 +100,8 @@ class TrainingData:
 
     src_vocab: Vocab
     tgt_vocab: Vocab
-    train_src: list[list[int]]
-    train_tgt: list[list[int]]
+    train: EncodedSplit  # every pair of the training split (mapped from the token cache)
+    keep: np.ndarray  # the pairs trained on: none empty, none longer than data.max_len
     valid_src: list[str]  # validation text (the references for BLEU)
     valid_tgt: list[str]
     valid_src_ids: list[list[int]]
@@ -118,30 +109,39 @@ class TrainingData:
     batches: TrainBatches
 
 
-def load_training_data(cfg: Config, vocabs: tuple[Vocab, Vocab] | None = None
-                       ) -> TrainingData:
-    """Read both splits, encode them with ``vocabs`` (a resumed run's) or a vocabulary trained
-    on the training split (or taken from the cache; nothing is written into the run yet);
-    training pairs longer than ``data.max_len`` are dropped."""
-    t = cfg.train
-    train_ds = load_split(cfg.data, cfg.data.splits.train)
-    valid_ds = load_split(cfg.data, cfg.data.splits.valid)
-    if cfg.data.max_sentences:
-        train_ds = train_ds.select(range(min(cfg.data.max_sentences, len(train_ds))))
+def load_training_data(cfg: Config, vocabs: tuple[Vocab, Vocab] | None = None,
+                       progress: bool = True) -> TrainingData:
+    """The training split encoded with ``vocabs`` (a resumed run's) or with a vocabulary trained
+    on it (or taken from the cache; nothing is written into the run yet), through the token
+    cache; the validation split in memory. Training pairs that are empty or longer than
+    ``data.max_len`` are not trained on."""
+    t, d = cfg.train, cfg.data
+    if d.format != "hub":  # a missing file is reported before a long encoding, not after
+        for name in (d.splits.train, d.splits.valid):
+            split_files(d, name)
+    valid_ds = load_split(d, d.splits.valid)
     if t.valid_max_sentences:
         valid_ds = valid_ds.select(range(min(t.valid_max_sentences, len(valid_ds))))
-    train_src, train_tgt = train_ds["src"], train_ds["tgt"]
     valid_src, valid_tgt = valid_ds["src"], valid_ds["tgt"]
-    src_vocab, tgt_vocab = vocabs or train_or_load(cfg.vocab, train_src, train_tgt)
-    tr_s, tr_t = encode_pairs(src_vocab, tgt_vocab, train_src, train_tgt, cfg.data.max_len)
-    va_s, va_t = encode_pairs(src_vocab, tgt_vocab, valid_src, valid_tgt, None)
-    if not tr_s:
+    split, limit = d.splits.train, d.max_sentences
+    data_key = f"{fingerprint(d, split)}:{limit}"
+    src_vocab, tgt_vocab = vocabs or train_or_load_stream(
+        cfg.vocab, lambda side: side_lines(d, split, side, limit), data_key)
+    train = encoded_split(d, split, src_vocab, tgt_vocab, limit, data_key, progress)
+    if len(train) == 0:
+        raise DataError(f"split {split!r} of {d.path} is empty")
+    src_lens, tgt_lens = train.lengths()
+    keep = np.flatnonzero((src_lens > 0) & (src_lens <= d.max_len)
+                          & (tgt_lens > 0) & (tgt_lens <= d.max_len))
+    if keep.size == 0:
         raise DataError(
             "no training pairs left after dropping empty ones and those longer than "
-            f"data.max_len={cfg.data.max_len} subwords"
+            f"data.max_len={d.max_len} subwords"
         )
-    batches = TrainBatches(tr_s, tr_t, t.batch_tokens, t.seed, t.bucket_pool)
-    return TrainingData(src_vocab, tgt_vocab, tr_s, tr_t, valid_src, valid_tgt, va_s, va_t,
+    va_s, va_t = src_vocab.encode(valid_src), tgt_vocab.encode(valid_tgt)
+    batches = TrainBatches(src_lens[keep], tgt_lens[keep], t.batch_tokens, t.seed,
+                           t.bucket_pool, fetch=lambda idx: train.pairs(keep[idx]))
+    return TrainingData(src_vocab, tgt_vocab, train, keep, valid_src, valid_tgt, va_s, va_t,
                         batches)
 
 
@@ -208,7 +208,8 @@ class Trainer:
         else:
             self.run_dir.check_fresh(overwrite)
         seed_everything(self.t.seed)
-        self.data = load_training_data(cfg, self.run_dir.vocabularies() if resume else None)
+        self.data = load_training_data(cfg, self.run_dir.vocabularies() if resume else None,
+                                       progress=self.show_progress)
         self._build_model()
         self.state = Progress()
         # validation BLEU uses greedy search whatever decode.beam_size says: a training signal
@@ -371,6 +372,8 @@ class Trainer:
         # every rank divides by the tokens of all ranks; DDP's mean is then the global mean
         total_tgt = distributed.all_sum(float(n_tgt), self.world, self.device)
         scale = self.world.size / max(total_tgt, 1.0)
+        if not parts:  # past the epoch's last batch (DDP): join the gradient sum with zeros
+            parts, scale = [self.data.batches.collate(np.zeros(1, np.int64)).to(self.device)], 0.0
         self.optimizer.zero_grad(set_to_none=True)
         loss_total = 0.0
         for i, b in enumerate(parts):
@@ -381,8 +384,8 @@ class Trainer:
                 with autocast(self.precision, self.device):
                     loss_sum = self.loss(b, t.label_smoothing)
                 self.scaler.scale(loss_sum * scale).backward()
-            loss_total += float(loss_sum.detach())
-        n_tok = n_tgt + sum(b.n_src_tokens for b in parts)
+            loss_total += float(loss_sum.detach()) if scale else 0.0
+        n_tok = n_tgt + sum(b.n_src_tokens for b in parts) if scale else 0
         finite = math.isfinite(loss_total)
         if t.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
@@ -490,10 +493,10 @@ class Trainer:
         per_update = self.world.size * t.accumulate  # batches consumed by one update
         order = self.data.batches.epoch(s.epoch)
         done = False
-        while not done and s.position + self.world.size <= len(order):
+        # every batch once: at the end of an epoch a rank may get fewer batches than the others,
+        # or none (it then adds zero gradients, see _step)
+        while not done and s.position < len(order):
             group = order[s.position : s.position + per_update][self.world.rank :: self.world.size]
-            if not group:
-                break
             lr = self._update(group, per_update, window)
             if self._stop_requested():
                 self._stop_on_signal()
@@ -543,7 +546,7 @@ class Trainer:
     def _banner(self) -> str:
         d, s = self.data, self.state
         return (
-            f"seq2seq: {len(d.train_src)} training pairs, vocab {len(d.src_vocab)}/"
+            f"seq2seq: {len(d.keep):,} training pairs, vocab {len(d.src_vocab)}/"
             f"{len(d.tgt_vocab)}, {self.model.num_parameters():,} parameters, device "
             f"{self.device}" + (f" x {self.world.size} processes" if self.world.distributed
                                 else "")

@@ -12,11 +12,14 @@ Every vocabulary uses the special ids of ``seq2seq/special.py``: pad 0, unk 1, b
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import random
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import sentencepiece as spm
@@ -25,7 +28,8 @@ from seq2seq.config import VocabConfig
 from seq2seq.errors import CheckpointError, DataError, one_line
 from seq2seq.special import BOS, EOS, PAD, UNK
 
-__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "cache_root", "train_or_load"]
+__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "cache_root", "train_or_load",
+           "train_or_load_stream"]
 
 
 def cache_root() -> Path:
@@ -34,6 +38,23 @@ def cache_root() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "seq2seq"
+
+
+@contextmanager
+def building(entry: Path) -> Iterator[None]:
+    """Hold an exclusive lock while a cache entry (a directory) is built: processes that want
+    the same entry (the ranks of a distributed run, two runs started together) wait for the
+    first to finish and then find it built, instead of each building it. A lock file beside the
+    entry, ``flock``-ed (released by the system if the holder dies)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.parent / f".{entry.name}.lock", "w") as f:
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system: build without waiting (renames stay atomic)
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 class Vocab:
@@ -85,6 +106,7 @@ def _train_spm(lines: Sequence[str], prefix: Path, cfg: VocabConfig) -> None:
             if line:
                 f.write(line.replace("\n", " ") + "\n")
         text_path = f.name
+    del lines  # the caller's sample is no longer needed while SentencePiece trains
     try:
         spm.SentencePieceTrainer.train(
             input=text_path,
@@ -105,45 +127,90 @@ def _train_spm(lines: Sequence[str], prefix: Path, cfg: VocabConfig) -> None:
         os.unlink(text_path)
 
 
-def _key(lines_by_side: Sequence[Sequence[str]], cfg: VocabConfig) -> str:
+def _key(cfg: VocabConfig, data_key: str, sides: Sequence[str]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(
-        [cfg.type, cfg.size, cfg.character_coverage, cfg.max_train_sentences, spm.__version__]
+        [cfg.type, cfg.size, cfg.character_coverage, cfg.max_train_sentences, spm.__version__,
+         data_key, list(sides)]
     ).encode())
-    for lines in lines_by_side:
-        h.update(b"\x00side\x00")
+    return h.hexdigest()[:20]
+
+
+def text_key(lines_by_side: dict[str, Sequence[str]]) -> str:
+    """A hash of in-memory text, side by side (the data key of :func:`train_or_load`)."""
+    h = hashlib.sha256()
+    for side, lines in lines_by_side.items():
+        h.update(f"\x00{side}\x00".encode())
         for line in lines:
             h.update(line.encode("utf-8"))
             h.update(b"\n")
-    return h.hexdigest()[:20]
+    return h.hexdigest()
+
+
+def sample_lines(lines: Iterable[str], n: int, seed: int = 0) -> list[str]:
+    """A uniform random sample of ``n`` of the non-empty ``lines`` (all of them when there are
+    no more than ``n``), in their original order; reservoir sampling, so only the sample is
+    ever held in memory."""
+    rng = random.Random(seed)
+    keep: list[tuple[int, str]] = []
+    seen = 0
+    for line in lines:
+        if not line:
+            continue
+        if seen < n:
+            keep.append((seen, line))
+        else:
+            j = rng.randrange(seen + 1)
+            if j < n:
+                keep[j] = (seen, line)
+        seen += 1
+    keep.sort()
+    return [line for _, line in keep]
 
 
 def train_or_load(cfg: VocabConfig, src_lines: Sequence[str], tgt_lines: Sequence[str]
                   ) -> tuple[Vocab, Vocab]:
+    """:func:`train_or_load_stream` for text in memory."""
+    text = {"src": src_lines, "tgt": tgt_lines}
+    return train_or_load_stream(cfg, text.__getitem__, text_key(text))
+
+
+def train_or_load_stream(cfg: VocabConfig, lines: Callable[[str], Iterable[str]], data_key: str
+                         ) -> tuple[Vocab, Vocab]:
     """Train (or take from the cache) the SentencePiece model(s). The vocabularies read the
     cached files; a run directory gets its copies through
     :meth:`seq2seq.run.RunDir.install_vocabularies`.
 
+    ``lines(side)`` iterates the training text of a side (``"src"`` or ``"tgt"``); a joint model
+    reads both. The model is trained on a random sample of at most ``vocab.max_train_sentences``
+    non-empty lines (:func:`sample_lines`: all of them, in order, when there are fewer), so a
+    large corpus is never held in memory. ``data_key`` names the text (a hash of the data);
+    the cache key adds the settings.
+
     Returns ``(src_vocab, tgt_vocab)``; with a joint vocabulary both are the same object."""
-    if cfg.joint:
-        sides = {"joint": [src_lines, tgt_lines]}
-    else:
-        sides = {"src": [src_lines], "tgt": [tgt_lines]}
+    sides = {"joint": ("src", "tgt")} if cfg.joint else {"src": ("src",), "tgt": ("tgt",)}
     vocabs = {}
     for name, parts in sides.items():
-        key = _key(parts, cfg)
-        cached = cache_root() / "spm" / key / "spm.model"
+        cached = cache_root() / "spm" / _key(cfg, data_key, parts) / "spm.model"
         if not cached.is_file():
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            # Train into a private temporary directory, then rename: concurrent runs never see
-            # a half-written model.
-            tmp = Path(tempfile.mkdtemp(dir=cached.parent.parent))
-            try:
-                _train_spm([line for part in parts for line in part], tmp / "spm", cfg)
-                os.replace(tmp / "spm.model", cached)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            with building(cached.parent):
+                if not cached.is_file():  # not built by another process meanwhile
+                    _train_into(cached, lines, parts, cfg)
         vocabs[name] = Vocab(cached)
     if cfg.joint:
         return vocabs["joint"], vocabs["joint"]
     return vocabs["src"], vocabs["tgt"]
+
+
+def _train_into(cached: Path, lines: Callable[[str], Iterable[str]], parts: Sequence[str],
+                cfg: VocabConfig) -> None:
+    """Train into a private temporary directory, then rename: no process ever sees a
+    half-written model."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cached.parent.parent))
+    try:
+        text = itertools.chain.from_iterable(lines(side) for side in parts)
+        _train_spm(sample_lines(text, cfg.max_train_sentences), tmp / "spm", cfg)
+        os.replace(tmp / "spm.model", cached)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

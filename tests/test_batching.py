@@ -23,7 +23,7 @@ def test_make_batch_layout():
 
 def test_token_budget_and_coverage():
     src, tgt = data()
-    tb = TrainBatches(src, tgt, max_tokens=300, seed=1, bucket_pool=5)
+    tb = TrainBatches.from_lists(src, tgt, max_tokens=300, seed=1, bucket_pool=5)
     batches = tb.epoch(1)
     seen = np.concatenate(batches)
     assert sorted(seen.tolist()) == list(range(len(src)))  # every pair exactly once
@@ -35,7 +35,7 @@ def test_token_budget_and_coverage():
 
 def test_bucketing_reduces_padding():
     src, tgt = data(2000)
-    tb = TrainBatches(src, tgt, max_tokens=400, seed=1)
+    tb = TrainBatches.from_lists(src, tgt, max_tokens=400, seed=1)
     real = sum(len(s) + 1 for s in src)
     padded = sum(tb.collate(i).src.numel() for i in tb.epoch(1))
     assert real / padded > 0.7
@@ -43,10 +43,10 @@ def test_bucketing_reduces_padding():
 
 def test_order_is_a_function_of_seed_and_epoch():
     src, tgt = data()
-    a = TrainBatches(src, tgt, 300, seed=7).epoch(3)
-    b = TrainBatches(src, tgt, 300, seed=7).epoch(3)
-    c = TrainBatches(src, tgt, 300, seed=7).epoch(4)
-    d = TrainBatches(src, tgt, 300, seed=8).epoch(3)
+    a = TrainBatches.from_lists(src, tgt, 300, seed=7).epoch(3)
+    b = TrainBatches.from_lists(src, tgt, 300, seed=7).epoch(3)
+    c = TrainBatches.from_lists(src, tgt, 300, seed=7).epoch(4)
+    d = TrainBatches.from_lists(src, tgt, 300, seed=8).epoch(3)
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b)
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
     assert not all(np.array_equal(x, y) for x, y in zip(a, d))

@@ -122,7 +122,8 @@ def test_bad_inputs_give_one_line_errors(trained_run, tmp_path):
     bad.write_text("model:\n  atention: {score: dot}\n")
     assert "model.atention" in one_line_error(cli("train", "--config", bad))
     err = one_line_error(cli("train", "--config", CONFIG, "--run-dir", tmp_path / "r",
-                             "--set", f"data.path={tmp_path / 'missing'}"))
+                             "--set", f"data.path={tmp_path / 'missing'}",
+                             "--set", "data.fetch=null"))
     assert str(tmp_path / "missing") in err
     assert "run directory not found" in one_line_error(
         cli("translate", "--run", tmp_path / "nope", stdin=b"x\n"))
@@ -248,3 +249,17 @@ def test_end_process_keeps_exit_status_handlers_and_output(tmp_path, code, statu
     assert r.stdout == "buffered, no newline"
     assert r.stderr.strip() == err
     assert marker.read_text() == "ran"
+
+
+def test_cache_command_shows_and_clears(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "tokens" / "abc").mkdir(parents=True)
+    (cache / "tokens" / "abc" / "src.ids").write_bytes(b"\0" * 2_000_000)
+    env = {"SEQ2SEQ_CACHE": str(cache)}
+    r = cli("cache", env=env)
+    assert r.returncode == 0
+    assert f"{cache / 'tokens'}: 1 entry, 2.0 MB" in r.stdout.decode()
+    assert f"{cache / 'spm'}: 0 entries" in r.stdout.decode()
+    r = cli("cache", "--clear", env=env)
+    assert r.returncode == 0 and "2.0 MB" in r.stdout.decode()
+    assert not (cache / "tokens").exists()

@@ -287,7 +287,7 @@ def fake_hub(monkeypatch):
     ``ConnectionError`` in offline mode unless ``cached`` is set."""
     state = {"cached": False, "seen": [], "probes": [], "reachable": False}
 
-    def load_dataset(path, name=None, split=None):
+    def load_dataset(path, name=None, split=None, streaming=False):
         seen = {v: os.environ.get(v) for v in OFFLINE_VARS}
         seen["datasets.config"] = datasets.config.HF_HUB_OFFLINE
         seen["huggingface_hub.constants"] = hub_constants.HF_HUB_OFFLINE

@@ -78,7 +78,8 @@ def test_refused_resume_leaves_the_run_as_it_was(toy_data, tmp_path):
 def test_failed_start_writes_nothing(toy_data, tmp_path):
     run = tmp_path / "run"
     err = one_line_error(cli("train", "--config", ROOT / "configs/multi30k/bahdanau.yaml",
-                             "--run-dir", run, "--set", f"data.path={tmp_path / 'missing'}"))
+                             "--run-dir", run, "--set", f"data.path={tmp_path / 'missing'}",
+                             "--set", "data.fetch=null"))
     assert "missing" in err and not run.exists()
 
 
@@ -108,6 +109,7 @@ def test_malformed_tsv_names_file_and_line(tmp_path):
     data = tmp_path / "tsv"
     data.mkdir()
     (data / "train.tsv").write_text("de\ten\nein Hund\ta dog\nzwei\tHunde\ttwo dogs\n")
+    (data / "val.tsv").write_text("de\ten\nein Hund\ta dog\n")
     err = one_line_error(cli("train", "--config", ROOT / "configs/multi30k/bahdanau.yaml",
                              "--run-dir", tmp_path / "run", "--set", "data.format=tsv",
                              "--set", f"data.path={data}"))

@@ -60,3 +60,28 @@ def test_cache_reused_while_unchanged(tmp_path, monkeypatch):
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="vocabulary model not found"):
         Vocab(tmp_path / "none.model")
+
+
+def test_building_a_cache_entry_is_exclusive(tmp_path):
+    """A second builder of the same entry waits for the first (then finds the entry built)."""
+    import threading
+    import time
+
+    from seq2seq.vocab import building
+
+    events = []
+
+    def build(name, hold):
+        with building(tmp_path / "entry"):
+            events.append(f"{name} in")
+            time.sleep(hold)
+            events.append(f"{name} out")
+
+    first = threading.Thread(target=build, args=("a", 0.3))
+    first.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=build, args=("b", 0))
+    second.start()
+    first.join()
+    second.join()
+    assert events == ["a in", "a out", "b in", "b out"]
