@@ -104,8 +104,8 @@ class TrainBatches:
 
     def __init__(self, src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, seed: int,
                  bucket_pool: int = 100, fetch: Fetch | None = None):
-        self.src_lens = np.asarray(src_lens, dtype=np.int64)
-        self.tgt_lens = np.asarray(tgt_lens, dtype=np.int64)
+        self.src_lens = np.asarray(src_lens, dtype=np.int32)  # 4 bytes a pair and side
+        self.tgt_lens = np.asarray(tgt_lens, dtype=np.int32)
         self.max_tokens, self.seed, self.bucket_pool = max_tokens, seed, bucket_pool
         self.fetch = fetch
 
@@ -134,7 +134,7 @@ class TrainBatches:
         batches: list[np.ndarray] = []
         for start in range(0, n, pool):
             chunk = perm[start : start + pool]
-            key = longest[chunk] * 1000 + self.src_lens[chunk]
+            key = longest[chunk].astype(np.int64) * 1000 + self.src_lens[chunk]
             chunk = chunk[np.argsort(key, kind="stable")]
             batches.extend(token_batches(self.src_lens, self.tgt_lens, self.max_tokens, chunk))
         order = rng.permutation(len(batches))

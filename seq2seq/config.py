@@ -164,7 +164,7 @@ class VocabConfig:
     size: int = 8000
     joint: bool = True  # one model for both languages (enables shared embeddings)
     character_coverage: float = 1.0  # SentencePiece accepts 0.98 to 1
-    max_train_sentences: int = 2_000_000  # SentencePiece input_sentence_size (more than 100)
+    max_train_sentences: int = 500_000  # lines sampled to train SentencePiece (more than 100)
 
     def validate(self) -> None:
         if self.size < MIN_VOCAB_SIZE:

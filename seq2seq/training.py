@@ -133,6 +133,8 @@ def load_training_data(cfg: Config, vocabs: tuple[Vocab, Vocab] | None = None,
     src_lens, tgt_lens = train.lengths()
     keep = np.flatnonzero((src_lens > 0) & (src_lens <= d.max_len)
                           & (tgt_lens > 0) & (tgt_lens <= d.max_len))
+    if len(train) < 2**31:  # half the memory for an index a pair
+        keep = keep.astype(np.int32)
     if keep.size == 0:
         raise DataError(
             "no training pairs left after dropping empty ones and those longer than "

@@ -43,7 +43,7 @@ def test_encoded_split_equals_encoding_in_memory(corpus):
     cfg, vocab, pairs_ = corpus
     enc = encoded_split(cfg, "train", vocab, vocab, progress=False)
     assert enc.directory is not None and len(enc) == 300
-    assert enc.src_ids.dtype == np.uint16 and isinstance(enc.src_ids, np.memmap)
+    assert enc.src_ids.dtype == np.uint16 and not enc.src_ids.flags.writeable  # mapped
     src, tgt = enc.pairs(range(300))
     assert src == vocab.encode([p[0] for p in pairs_])
     assert tgt == vocab.encode([p[1] for p in pairs_])
@@ -198,3 +198,12 @@ def test_cache_usage_and_clear(corpus, tmp_path):
     assert usage["tokens"][0] == 1 and usage["tokens"][1] > 0 and usage["spm"][0] >= 1
     assert token_cache.clear_cache() == sum(size for _, size in usage.values())
     assert all(n == 0 for _, n, _ in token_cache.cache_usage())
+
+
+def test_a_damaged_entry_is_one_line(corpus):
+    cfg, vocab, _ = corpus
+    enc = encoded_split(cfg, "train", vocab, vocab, progress=False)
+    ids = enc.directory / "tgt.ids"
+    ids.write_bytes(ids.read_bytes()[:-3])
+    with pytest.raises(DataError, match=r"tgt.ids: .* a damaged token cache entry"):
+        encoded_split(cfg, "train", vocab, vocab, progress=False)

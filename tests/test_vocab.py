@@ -85,3 +85,10 @@ def test_building_a_cache_entry_is_exclusive(tmp_path):
     first.join()
     second.join()
     assert events == ["a in", "a out", "b in", "b out"]
+
+
+def test_sentencepiece_failure_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQ2SEQ_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(vocab_mod.DataError, match="^SentencePiece training failed: ") as e:
+        train_or_load(VocabConfig(size=60), ["", ""], ["", ""])  # no text at all
+    assert "\n" not in str(e.value)
