@@ -337,6 +337,53 @@ def export(
 
 
 @app.command()
+def reproduce(
+    progression: Annotated[
+        Path, typer.Argument(help="Progression file, e.g. configs/progression.yaml.",
+                             show_default=False)
+    ],
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Print what is done and what is left, with the "
+                           "training time left (timed here on 3 updates a step); train nothing.")
+    ] = False,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Run (or plan) this step only.")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="The whole pipeline with tiny models, data and "
+                           "budgets (a minute or two), into --out (default "
+                           "runs/progression-quick).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write runs, results and the report under this "
+                                  "directory instead of the progression's.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="KEY=VALUE for every run's config "
+                                       "(e.g. data.path=...); repeatable.")
+    ] = None,
+    device: DeviceOpt = "auto",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Reproduce the history: train every step of PROGRESSION that is not done (a killed sweep
+    continues with the run it was in), evaluate each the same way (validation; test greedy and
+    beam 5; sacreBLEU cased, and 13a lowercased beside it), copy the small results under the
+    progression's reports directory and rebuild its Markdown report."""
+    from seq2seq.progression import load_progression
+    from seq2seq.reproduce import plan_lines, run_progression
+
+    if quick and out is None:
+        out = Path("runs/progression-quick")
+    prog = load_progression(progression, out)
+    if plan:
+        for line in plan_lines(prog, only, quick, list(set_ or [])):
+            typer.echo(line)
+        return
+    report = run_progression(prog, only, quick, device, list(set_ or []), progress)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
 def cache(
     clear: Annotated[
         bool, typer.Option("--clear", help="Delete the token cache and the cached SentencePiece "

@@ -359,6 +359,16 @@ class RunDir:
         return EvalFiles(p / f"eval_{name}.json", p / f"eval_{name}.md", p / f"hyps_{name}.txt",
                          p / f"nbest_{name}.txt")
 
+    def small_files(self) -> list[Path]:
+        """The run's files of kilobytes, not megabytes: the resolved config, the metrics log,
+        the summary and every evaluation's reports and translations (what a committed record
+        of the run keeps; no checkpoint, no vocabulary)."""
+        p = self.path
+        files = [self.config_path, self.metrics_path, self.summary_path]
+        for pattern in ("eval_*.json", "eval_*.md", "hyps_*.txt", "nbest_*.txt"):
+            files += sorted(p.glob(pattern))
+        return [f for f in files if f.is_file()]
+
     def evaluation(self, data: str, greedy_only: bool = False) -> dict[str, Any] | None:
         """The evaluation of ``data`` with best.pt: the greedy one if there is one, else (unless
         ``greedy_only``) the best-scoring soft-attention beam search; None if neither exists."""

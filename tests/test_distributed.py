@@ -75,7 +75,7 @@ def test_two_processes_take_disjoint_batches_that_cover_the_epoch(tmp_path, tmp_
     """Over one epoch of the token cache, the ranks' batches are disjoint and together are
     every batch of the epoch, the last one included when the count is odd."""
     cache = str(tmp_path_factory.getbasetemp() / "cache")
-    data = _train_two(tmp_path, cache, 40)
+    data = _train_two(tmp_path, cache, 10)  # 15 batches an epoch: 8 updates of 2 ranks
     a = torch.load(tmp_path / "consumed0.pt")
     b = torch.load(tmp_path / "consumed1.pt")
     from seq2seq.config import load_config

@@ -1,0 +1,192 @@
+"""A progression: the steps of the history of attention (``configs/progression.yaml``) and the
+jobs they make.
+
+A progression file lists the steps: a config, a label, the year and paper, a budget in updates
+(the same result on every machine: no time limit), the seeds and the directions (``de-en``).
+Every (step, direction, seed) is a *job*, ``NAME.SRC-TGT.sSEED``, trained into ``RUNS/JOB``
+(checkpoints, not committed) with its small results in ``REPORTS/JOB/`` (committed):
+:mod:`seq2seq.reproduce` runs them, :mod:`seq2seq.progression_report` writes ``REPORTS.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seq2seq.config import Config, load_config
+from seq2seq.errors import ConfigError, DataError, one_line
+
+MAX_UPDATES = 3000
+QUICK_UPDATES = 2
+QUICK_LINES = {"train": 300, "valid": 16, "test": 16}
+QUICK_OVERRIDES = [
+    "model.embed_size=16", "model.hidden_size=16", "model.ff_size=32", "vocab.size=400",
+    "train.batch_tokens=500", "train.valid_every=1000", "train.valid_max_sentences=4",
+    "decode.max_len_a=0", "decode.max_len_b=6", "decode.batch_size=16", "train.device=cpu",
+]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the history: a config and how it is run and labelled."""
+
+    name: str
+    config: Path
+    label: str
+    year: int
+    paper: str
+    updates: int
+    attention: str = ""
+    seeds: tuple[int, ...] = (1234,)
+    directions: tuple[str, ...] = ("de-en",)
+
+
+@dataclass(frozen=True)
+class Job:
+    step: Step
+    direction: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.step.name}.{self.direction}.s{self.seed}"
+
+    @property
+    def langs(self) -> tuple[str, str]:
+        src, tgt = self.direction.split("-")
+        return src, tgt
+
+
+@dataclass
+class Progression:
+    path: Path
+    steps: list[Step]
+    runs: Path  # checkpoints (not committed)
+    reports: Path  # the small results of every job (committed)
+    report: Path  # the Markdown report, rebuilt from the results
+
+    def jobs(self, only: str | None = None) -> list[Job]:
+        if only is not None and only not in {s.name for s in self.steps}:
+            raise ConfigError(f"--only {only}: no such step in {self.path} "
+                              f"(steps: {', '.join(s.name for s in self.steps)})")
+        return [Job(s, d, seed) for s in self.steps if only in (None, s.name)
+                for d in s.directions for seed in s.seeds]
+
+
+def load_progression(path: Path, out: Path | None = None) -> Progression:
+    """Read and check a progression file; ``out`` puts runs and reports under one directory."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the progression ({one_line(e)})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list) or not raw["steps"]:
+        raise ConfigError(f"{path}: needs a list of steps under 'steps:'")
+    unknown = set(raw) - {"steps", "runs", "reports", "report"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} "
+                          "(known: steps, runs, reports, report)")
+    steps = [_step(entry, path, i) for i, entry in enumerate(raw["steps"], 1)]
+    names = [s.name for s in steps]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"{path}: step names must be unique ({', '.join(names)})")
+    runs = Path(raw.get("runs", "runs/progression"))
+    reports = Path(raw.get("reports", "reports/progression"))
+    report = Path(raw.get("report", reports.with_suffix(".md")))
+    if out is not None:
+        runs, reports = Path(out) / "runs", Path(out) / "progression"
+        report = Path(out) / "progression.md"
+    return Progression(path, steps, runs, reports, report)
+
+
+def _step(entry: Any, path: Path, i: int) -> Step:
+    where = f"{path}: step {i}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a mapping (name, config, label, ...)")
+    fields = {f.name: f for f in dataclasses.fields(Step)}
+    unknown = set(entry) - set(fields)
+    missing = {n for n, f in fields.items() if f.default is dataclasses.MISSING} - set(entry)
+    if unknown or missing:
+        what = [f"unknown key(s) {', '.join(sorted(unknown))}"] if unknown else []
+        what += [f"missing {', '.join(sorted(missing))}"] if missing else []
+        raise ConfigError(f"{where} ({entry.get('name', '?')}): {'; '.join(what)}")
+    step = Step(**{**entry, "config": (path.parent / entry["config"]).resolve(),
+                   "seeds": tuple(entry.get("seeds", (1234,))),
+                   "directions": tuple(entry.get("directions", ("de-en",)))})
+    if not step.config.is_file():
+        raise ConfigError(f"{where} ({step.name}): config not found: {step.config}")
+    if not isinstance(step.updates, int) or not 1 <= step.updates <= MAX_UPDATES:
+        raise ConfigError(f"{where} ({step.name}): updates must be 1..{MAX_UPDATES}, "
+                          f"got {step.updates!r}")
+    for d in step.directions:
+        if d.count("-") != 1 or len(set(d.split("-"))) != 2:
+            raise ConfigError(f"{where} ({step.name}): direction {d!r} is not SRC-TGT")
+    return step
+
+
+def job_config(prog: Progression, job: Job, quick: bool, extra: list[str] | None = None
+               ) -> Config:
+    """The job's config: the step's file with the budget, seed and direction (and, quick,
+    the tiny settings), then ``extra`` (``--set``)."""
+    src, tgt = job.langs
+    overrides = [
+        f"train.max_updates={QUICK_UPDATES if quick else job.step.updates}",
+        "train.max_minutes=null", f"train.seed={job.seed}",
+        f"data.src_lang={src}", f"data.tgt_lang={tgt}", f"run_dir={prog.runs / job.id}",
+    ]
+    if quick:
+        overrides += QUICK_OVERRIDES
+    extra = list(extra or [])
+    if quick:  # after the user's --set: the quick data replaces the data they name
+        extra += [f"data.path={quick_data(prog, extra)}", "data.fetch=null"]
+    return load_config(job.step.config, overrides + extra)
+
+
+def quick_data(prog: Progression, extra: list[str]) -> Path:
+    """A few lines of every split of the steps' data, every language of the progression, for
+    ``--quick`` (from the first step's data source)."""
+    from seq2seq.data import split_name
+
+    out = prog.runs / "quick-data"
+    if (out / "done").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_config(prog.steps[0].config, extra).data
+    langs = {lang for job in prog.jobs() for lang in job.langs}
+    for which, n in QUICK_LINES.items():
+        split = split_name(data, which)
+        for lang in sorted(langs):
+            matches = sorted(Path(data.path).glob(f"{split}.{lang}*"))
+            if not matches:
+                raise DataError(f"--quick: no {split}.{lang}[.gz] in {data.path}")
+            _head(matches[0], out / f"{split}.{lang}.gz", n)
+    (out / "done").write_text("")
+    return out
+
+
+def _head(source: Path, target: Path, n: int) -> None:
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rt", encoding="utf-8") as f:
+        lines = [line for _, line in zip(range(n), f)]
+    with gzip.open(target, "wt", encoding="utf-8") as f:
+        f.writelines(lines)
+
+
+def read_results(prog: Progression) -> dict[str, dict[str, Any]]:
+    """``result.json`` of every finished job, by job id."""
+    results = {}
+    for path in sorted(prog.reports.glob("*/result.json")):
+        try:
+            results[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: unreadable ({one_line(e)}); delete it to redo the job"
+                            ) from None
+    return results
+
+

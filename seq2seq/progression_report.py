@@ -1,0 +1,124 @@
+"""The progression's report (``reports/progression.md``), rebuilt from the ``result.json`` of
+every finished job (:mod:`seq2seq.reproduce`): one row per step and direction, seeds
+aggregated as mean ± standard deviation, and the learning curves of every step against updates
+and against training time. Nothing is recomputed; jobs still to run are listed."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from seq2seq.progression import Job, Progression, read_results
+from seq2seq.run import RunDir, write_text_atomic
+
+
+def _score(results: list[dict[str, Any]], split: str, beam: int, key: str) -> list[float]:
+    return [e[key] for r in results for e in r["evaluations"]
+            if e["split"] == split and e["beam"] == beam and e.get(key) is not None]
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def noise_level(prog: Progression, results: dict[str, dict[str, Any]]) -> tuple[str, float] | None:
+    """(step, standard deviation of its test BLEU with beam 5 over its seeds) for the first
+    step with two or more finished seeds: the noise level every row is read against."""
+    for step in prog.steps:
+        for direction in step.directions:
+            done = [results[j.id] for j in prog.jobs(step.name)
+                    if j.direction == direction and j.id in results]
+            scores = _score(done, "test", 5, "bleu")
+            if len(scores) >= 2:
+                return f"{step.name} {direction}", statistics.stdev(scores)
+    return None
+
+
+def _row(results: list[dict[str, Any]], noise: float | None) -> str:
+    r = results[0]
+    m = r["machine"]
+    kind = "AVX-512 bf16" if "avx512_bf16" in m["cpu_flags"] else (
+        "AVX-512" if "avx512f" in m["cpu_flags"] else "AVX2")
+    where = m["cuda"] or f"{kind} CPU, {m['threads']} threads"
+    minutes = statistics.mean(x["train_minutes"] for x in results)
+    cells = [
+        r["label"], str(r["year"]), r["paper"], r["attention"] or "–", r["direction"],
+        f"{len(results)}", f"{r['parameters']:,}", f"{r['updates']:,}",
+        f"{minutes:.1f} ({where}, {r['precision']})",
+        f"{statistics.mean(x['tokens_per_s'] for x in results):,.0f}",
+        _mean_sd([x["best_valid_bleu"] for x in results if x["best_valid_bleu"] is not None]),
+        _mean_sd(_score(results, "test", 1, "bleu")),
+        _mean_sd(_score(results, "test", 5, "bleu"))
+        + (f" (noise ± {noise:.2f})" if noise is not None and len(results) == 1 else ""),
+        _mean_sd(_score(results, "test", 5, "bleu_13a_lc")),
+        _mean_sd(_score(results, "test", 5, "chrf")),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEAD = ("| model | year | paper | attention | direction | seeds | parameters | updates | "
+        "training min (machine, precision) | tokens/s | valid BLEU (best) | test BLEU greedy | "
+        "test BLEU beam 5 | test BLEU beam 5, 13a lowercased | test chrF beam 5 |")
+
+
+def table(prog: Progression, results: dict[str, dict[str, Any]]) -> list[str]:
+    noise = noise_level(prog, results)
+    lines = []
+    if noise:
+        lines += [f"Noise level: the test BLEU (beam 5) of {noise[0]} varies by ± {noise[1]:.2f} "
+                  "(one standard deviation) between seeds; it is quoted beside every "
+                  "single-seed row.", ""]
+    lines += [HEAD, "|" + "---|" * (HEAD.count("|") - 1)]
+    for step in prog.steps:
+        for direction in step.directions:
+            done = [results[j.id] for j in prog.jobs(step.name)
+                    if j.direction == direction and j.id in results]
+            if done:
+                lines.append(_row(done, noise[1] if noise else None))
+    return lines
+
+
+def signatures(results: dict[str, dict[str, Any]]) -> list[str]:
+    sigs = sorted({e[k] for r in results.values() for e in r["evaluations"]
+                   for k in ("signature", "signature_13a_lc", "chrf_signature")})
+    return [f"- `{s}`" for s in sigs]
+
+
+def write_progression_report(prog: Progression) -> Path:
+    """Write ``prog.report`` and its learning curves (``NAME_curves.png`` beside it)."""
+    from seq2seq.plotting import learning_curves
+
+    ids = {j.id for j in prog.jobs()}
+    results = {k: v for k, v in read_results(prog).items() if k in ids}  # shared directories
+    pending = [j for j in prog.jobs() if j.id not in results]
+    md = [f"# The progression ({prog.path.name})", "",
+          f"{len(results)} of {len(results) + len(pending)} runs done. Seeds are aggregated as "
+          "mean ± standard deviation; a step's spread over seeds is the noise level against "
+          "which differences between rows are read.", ""]
+    if any(r["quick"] for r in results.values()):
+        md += ["**`--quick` results: tiny models, data and budgets that test the pipeline; "
+               "they say nothing about the models.**", ""]
+    md += table(prog, results) + ["", "Scores (sacreBLEU):", ""] + signatures(results)
+    if results:
+        # a job's report directory holds the small files of its run: read it as one
+        curves = {job_id: RunDir(prog.reports / job_id).records("valid") for job_id in results}
+        png = prog.report.with_name(f"{prog.report.stem}_curves.png")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        learning_curves(curves, png)
+        md += ["", "Validation BLEU against training time and against updates:", "",
+               f"![learning curves]({png.name})"]
+    if pending:
+        md += ["", "Still to run (`seq2seq reproduce " + prog.path.as_posix() + "`): "
+               + ", ".join(_pending(j) for j in pending)]
+    prog.report.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(prog.report, "\n".join(md) + "\n")
+    return prog.report
+
+
+def _pending(job: Job) -> str:
+    return f"`{job.id}`"

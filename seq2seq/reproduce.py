@@ -1,0 +1,203 @@
+"""``seq2seq reproduce PROGRESSION``: the history of attention, each step trained, evaluated and
+reported the same way.
+
+A progression file (``configs/progression.yaml``) lists the steps: a config, a label, the year
+and paper, a budget in updates (the same result on every machine), the seeds and the directions
+(``de-en``). Every (step, direction, seed) is a *job*, ``NAME.SRC-TGT.sSEED``:
+
+1. train into ``RUNS/JOB`` (``train.max_updates`` = the budget, ``train.max_minutes`` off), or
+   continue it there when a checkpoint is left from a stopped or killed sweep;
+2. evaluate the best checkpoint the same way for every job: the validation split greedily, the
+   test split greedily and with beam 5, sacreBLEU cased and detokenized, plus BLEU with
+   ``--tokenize 13a --lowercase`` for comparison with papers that report that;
+3. copy the small results (resolved config, metrics log, summary, evaluation reports and
+   hypotheses) into ``REPORTS/JOB/`` with ``result.json`` (scores, timing, the machine's CPU,
+   precision and threads), written last: a job is done when its ``result.json`` exists.
+
+Then ``REPORTS.md`` is rebuilt from every ``result.json`` (``seq2seq/progression_report.py``),
+so a sweep can be spread over days and machines: commit ``REPORTS/`` and continue elsewhere.
+``--plan`` prints what is done and what is left with a time estimate from a short timing on
+this machine; ``--only NAME`` runs one step; ``--quick`` runs the whole pipeline with tiny
+models, data and budgets (the test suite does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from seq2seq.config import Config
+from seq2seq.progression import QUICK_UPDATES, Job, Progression, job_config
+from seq2seq.run import RunDir, write_text_atomic
+
+EVALUATIONS = (("valid", 1), ("test", 1), ("test", 5))  # (split, beam) of every job
+
+
+def trained(rd: RunDir, updates: int) -> bool:
+    """Whether the run finished its budget (not stopped by a signal, not killed)."""
+    summary = rd.read_summary()
+    return bool(summary) and "stopped_by" not in summary and summary["updates"] >= updates
+
+
+def train_job(prog: Progression, job: Job, quick: bool, extra: list[str], progress: bool
+              ) -> RunDir:
+    """Train the job, or continue it from the checkpoint a stopped sweep left."""
+    from seq2seq.training import train
+
+    cfg = job_config(prog, job, quick, extra)
+    rd = RunDir(cfg.run_dir)
+    if trained(rd, cfg.train.max_updates):
+        return rd
+    if rd.last.is_file():
+        print(f"reproduce: {job.id}: continuing from {rd.last}", flush=True)
+        train(rd.read_config([f"train.max_updates={cfg.train.max_updates}"]),
+              progress=progress, resume=True)
+    else:
+        train(cfg, overwrite=True, progress=progress)
+    return rd
+
+
+def evaluate_job(rd: RunDir, device: str) -> list[dict[str, Any]]:
+    """Every evaluation of :data:`EVALUATIONS`, with BLEU tokenized and lowercased beside it."""
+    from seq2seq.data import load_split, split_name
+    from seq2seq.evaluate import evaluate_translator
+    from seq2seq.inference import Translator
+    from seq2seq.metrics import corpus_scores
+
+    tr = Translator.from_run(rd.path, device=device)
+    base = tr.decode
+    out = []
+    for split, beam in EVALUATIONS:
+        tr.decode = base.override(beam_size=beam, n_best=1)
+        report = evaluate_translator(tr, split=split)
+        hyps = rd.eval_files(_eval_stem(report)).hyps.read_text(encoding="utf-8").splitlines()
+        refs = load_split(tr.config.data, split_name(tr.config.data, split))["tgt"]
+        lc = corpus_scores(hyps, refs, lowercase=True, tokenize="13a", ter=False)["bleu"]
+        out.append({"split": split, "data": report["data"], "beam": beam,
+                    "bleu": report["bleu"]["score"], "signature": report["bleu"]["signature"],
+                    "chrf": report["chrf"]["score"], "chrf_signature": report["chrf"]["signature"],
+                    "bleu_13a_lc": lc["score"], "signature_13a_lc": lc["signature"],
+                    "sentences": report["sentences"]})
+    return out
+
+
+def _eval_stem(report: dict[str, Any]) -> str:
+    from seq2seq.run import eval_name
+
+    return eval_name(report["data"], report["search"]["beam_size"],
+                     report["search"]["hard_attention"], "best", report["quantize"])
+
+
+def machine() -> dict[str, Any]:
+    """The CPU (model and the flags that decide speed and precision), threads and torch."""
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    keep = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {"cpu": model, "cpu_flags": [f for f in keep if f in flags],
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def collect_job(prog: Progression, job: Job, rd: RunDir, evaluations: list[dict[str, Any]],
+                quick: bool) -> Path:
+    """Copy the job's small results into its report directory and write ``result.json``."""
+    out = prog.reports / job.id
+    out.mkdir(parents=True, exist_ok=True)
+    for f in rd.small_files():
+        shutil.copyfile(f, out / f.name)
+    summary = rd.read_summary() or {}
+    valid = rd.records("valid")
+    result = {
+        "job": job.id, "step": job.step.name, "label": job.step.label, "year": job.step.year,
+        "paper": job.step.paper, "attention": job.step.attention, "direction": job.direction,
+        "seed": job.seed, "quick": quick, "parameters": summary.get("parameters"),
+        "updates": summary.get("updates"),
+        "train_minutes": round(summary.get("train_s", 0) / 60, 2),
+        "tokens_per_s": summary.get("tokens_per_s"), "precision": summary.get("precision"),
+        "device": summary.get("device"),
+        "best_valid_bleu": max((r["bleu"] for r in valid if r.get("bleu") is not None),
+                               default=None),
+        "evaluations": evaluations, "machine": machine(),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    write_text_atomic(out / "result.json", json.dumps(result, indent=1) + "\n")
+    return out
+
+
+def seconds_per_update(cfg: Config, n: int = 3) -> float:
+    """Seconds a training update of ``cfg`` takes here: the mean of ``n`` updates after one
+    warm-up, through the trainer's own step, in a scratch run directory."""
+    from seq2seq.training import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = dataclasses.replace(cfg, run_dir=str(Path(tmp) / "run"))
+        tr = Trainer(cfg, overwrite=True, progress=False)
+        order = tr.data.batches.epoch(1)
+        tr._step([order[0]])
+        start = time.perf_counter()
+        for idx in order[1 : n + 1]:
+            tr._step([idx])
+        return (time.perf_counter() - start) / max(1, min(n, len(order) - 1))
+
+
+def run_progression(prog: Progression, only: str | None = None, quick: bool = False,
+                    device: str = "auto", extra: list[str] | None = None,
+                    progress: bool = True) -> Path:
+    """Run every job that is not done (train or continue, evaluate, collect), in order, and
+    rebuild the report after each; returns the report."""
+    from seq2seq.progression_report import write_progression_report
+
+    extra = list(extra or [])
+    if device != "auto":
+        extra.append(f"train.device={device}")
+    for job in prog.jobs(only):
+        if (prog.reports / job.id / "result.json").is_file():
+            continue
+        updates = QUICK_UPDATES if quick else job.step.updates
+        print(f"reproduce: {job.id} ({job.step.label}, {updates:,} updates)", flush=True)
+        rd = train_job(prog, job, quick, extra, progress)
+        collect_job(prog, job, rd, evaluate_job(rd, device), quick)
+        write_progression_report(prog)
+    return write_progression_report(prog)
+
+
+def plan_lines(prog: Progression, only: str | None = None, quick: bool = False,
+               extra: list[str] | None = None) -> list[str]:
+    """What is done and what is left, with the training time left estimated from a timing of
+    each step's updates on this machine (3 updates after a warm-up)."""
+    done = {j.id for j in prog.jobs() if (prog.reports / j.id / "result.json").is_file()}
+    lines, total, timed = [], 0.0, {}
+    for job in prog.jobs(only):
+        cfg = job_config(prog, job, quick, extra)
+        rd = RunDir(cfg.run_dir)
+        if job.id in done:
+            lines.append(f"  done     {job.id}")
+            continue
+        at = max((r["update"] for r in rd.records("train")), default=0) if rd.last.is_file() \
+            else 0
+        key = (job.step.name, job.direction)
+        if key not in timed:
+            timed[key] = seconds_per_update(cfg)
+        left = (cfg.train.max_updates - at) * timed[key]
+        total += left
+        state = f"at update {at:,}" if at else "to do"
+        lines.append(f"  {state:<8} {job.id}: {cfg.train.max_updates - at:,} updates x "
+                     f"{timed[key]:.2f} s = {left / 60:.0f} min")
+    lines.append(f"training left: about {total / 3600:.1f} h on this machine, plus evaluation "
+                 "(validation, test greedy and beam 5) of each run")
+    return lines

@@ -1,0 +1,129 @@
+"""`seq2seq reproduce`: the progression file, the whole pipeline with --quick, skipping what is
+done, continuing a stopped run, the same result from the same seed, and --plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seq2seq.errors import ConfigError
+from seq2seq.progression import load_progression
+from seq2seq.reproduce import plan_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRESSION = ROOT / "configs" / "progression.yaml"
+MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+
+
+def reproduce(*args, out: Path):
+    return subprocess.run(
+        [sys.executable, "-m", "seq2seq", "reproduce", *map(str, args), "--quick", "--out",
+         str(out), "--set", f"data.path={MULTI30K}", "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "SEQ2SEQ_CACHE": str(out / "cache")},
+    )
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    if not (MULTI30K / "train.de.gz").is_file():
+        pytest.skip("Multi30k not found")
+    out = tmp_path_factory.mktemp("quick")
+    r = reproduce(PROGRESSION, out=out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, r
+
+
+def test_quick_runs_every_job_and_writes_the_report(quick):
+    out, r = quick
+    prog = load_progression(PROGRESSION, out)
+    jobs = prog.jobs()
+    assert len(jobs) == 9  # 6 steps, 3 Bahdanau seeds, the Transformer both ways
+    for job in jobs:
+        result = json.loads((prog.reports / job.id / "result.json").read_text())
+        assert [(e["split"], e["beam"]) for e in result["evaluations"]] == [
+            ("valid", 1), ("test", 1), ("test", 5)]
+        assert all("case:lc" in e["signature_13a_lc"] for e in result["evaluations"])
+        assert result["updates"] == 2 and result["quick"] and result["machine"]["threads"] >= 1
+        for name in ("config.yaml", "metrics.jsonl", "hyps_test_2016_flickr_beam5.txt"):
+            assert (prog.reports / job.id / name).is_file(), (job.id, name)
+    assert not list(prog.reports.glob("*/*.pt"))  # no checkpoint among the committed results
+    report = prog.report.read_text()
+    assert report.count("\n| ") == 8  # the header and 7 rows (one per step and direction)
+    assert "± " in report and "Noise level: the test BLEU (beam 5) of bahdanau de-en" in report
+    assert "`--quick` results" in report
+    assert (out / "progression_curves.png").stat().st_size > 0
+    assert f"report: {prog.report}" in r.stdout
+
+
+def test_a_second_call_skips_what_is_done(quick):
+    out, _ = quick
+    r = reproduce(PROGRESSION, out=out)
+    assert r.returncode == 0 and "reproduce: " not in r.stdout  # nothing trained again
+
+
+def test_a_stopped_run_is_continued_and_the_same_seed_gives_the_same_result(quick, tmp_path):
+    out, _ = quick
+    prog = load_progression(PROGRESSION, out)
+    job = "cho.de-en.s1234"
+    before = json.loads((prog.reports / job / "result.json").read_text())
+    (prog.reports / job / "result.json").unlink()
+    summary = prog.runs / job / "train_summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "stopped_by": "SIGINT"}))
+    r = reproduce(PROGRESSION, "--only", "cho", out=out)
+    assert r.returncode == 0 and f"reproduce: {job}: continuing from" in r.stdout
+    after = json.loads((prog.reports / job / "result.json").read_text())
+    assert after["evaluations"] == before["evaluations"]
+    again = reproduce(PROGRESSION, "--only", "cho", out=tmp_path)  # from scratch, elsewhere
+    assert again.returncode == 0
+    fresh = json.loads((tmp_path / "progression" / job / "result.json").read_text())
+    assert fresh["evaluations"] == before["evaluations"]  # same seed, same test BLEU
+
+
+def test_plan_lists_done_and_left_with_an_estimate(quick):
+    out, _ = quick
+    prog = load_progression(PROGRESSION, out)
+    (prog.reports / "sutskever.de-en.s1234" / "result.json").rename(out / "kept.json")
+    try:
+        lines = plan_lines(prog, quick=True, extra=[f"data.path={MULTI30K}"])
+    finally:
+        (out / "kept.json").rename(prog.reports / "sutskever.de-en.s1234" / "result.json")
+    assert sum(line.strip().startswith("done") for line in lines) == 8
+    left = [line for line in lines if "sutskever" in line]
+    assert left and " s = " in left[0] and "min" in left[0]
+    assert lines[-1].startswith("training left: about")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("steps: []\n", "needs a list of steps"),
+    ("stepz: [{}]\n", "needs a list of steps"),
+    ("steps: [{name: a}]\nextra: 1\n", r"unknown key\(s\) extra"),
+    ("steps: [{name: a, config: multi30k/cho.yaml}]\n", "missing label, paper, updates, year"),
+    ("steps: [{name: a, config: nope.yaml, label: x, year: 1, paper: p, updates: 5}]\n",
+     "config not found"),
+    ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, "
+     "updates: 3001}]\n", r"updates must be 1\.\.3000"),
+    ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, updates: 5, "
+     "directions: [de]}]\n", "direction 'de' is not SRC-TGT"),
+    ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, updates: 5, "
+     "colour: red}]\n", r"unknown key\(s\) colour"),
+])
+def test_a_bad_progression_is_one_line(text, match):
+    path = ROOT / "configs" / "_test_progression.yaml"
+    path.write_text(text)
+    try:
+        with pytest.raises(ConfigError, match=match) as e:
+            load_progression(path)
+        assert "\n" not in str(e.value)
+    finally:
+        path.unlink()
+
+
+def test_only_names_a_step():
+    with pytest.raises(ConfigError, match="--only nope: no such step"):
+        load_progression(PROGRESSION).jobs("nope")
