@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 CONFIG ?= configs/multi30k/bahdanau.yaml
 
-.PHONY: install test lint format data train bench clean
+.PHONY: install test lint format data train bench reproduce clean
 
 install:
 	$(PYTHON) -m pip install "$(TORCH)" -e ".[dev]"
@@ -27,6 +27,9 @@ train:
 
 bench:
 	$(PYTHON) scripts/bench.py
+
+reproduce:
+	seq2seq reproduce configs/progression.yaml
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache
