@@ -157,19 +157,24 @@ class CosineScore(Score):
 
 @SCORES.implements(choices.ScaledDot)
 class ScaledDotScore(Score):
-    """Vaswani et al. 2017, eq. 1: ``score(q, k) = q^T k / sqrt(d_k)``, keys projected to the
-    query size when the sizes differ. With ``heads > 1`` see :class:`MultiHeadAttention`."""
+    """Vaswani et al. 2017, eq. 1: ``score(q, k) = q^T k / sqrt(d_k)``. With ``projections``
+    (as the paper always has): ``q = W_q h_t``, ``k = W_k h_s``; without, the states themselves,
+    keys projected to the query size only when the sizes differ. With ``heads > 1`` see
+    :class:`MultiHeadAttention`."""
 
     def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
         super().__init__(query_size, key_size, cfg)
-        self.W = nn.Linear(key_size, query_size, bias=False) if key_size != query_size else None
+        project_keys = cfg.projections or key_size != query_size
+        self.W = nn.Linear(key_size, query_size, bias=False) if project_keys else None
+        self.W_q = nn.Linear(query_size, query_size, bias=False) if cfg.projections else None
         self.scale = 1.0 / math.sqrt(query_size)
 
     def project_keys(self, keys):
-        return self.W(keys) if self.W is not None else keys
+        return self.W(keys) if self.W is not None else keys  # (B, S, Dq)
 
     def forward(self, query, proj_keys):
-        return torch.bmm(query, proj_keys.transpose(1, 2)) * self.scale
+        q = self.W_q(query) if self.W_q is not None else query  # (B, T, Dq)
+        return torch.bmm(q, proj_keys.transpose(1, 2)) * self.scale
 
 
 def build_score(query_size: int, key_size: int, cfg: AttentionConfig) -> Score:
@@ -194,20 +199,23 @@ class LocalWindow(nn.Module):
         """query (B, T, Dq), src_len (B, 1), positions (B, T) target steps -> p_t (B, T)."""
         raise NotImplementedError
 
-    def reweigh(self, energies: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        """energies (B, T, S), dist ``s - p_t`` (B, T, S) -> the energies inside the window."""
-        return energies
+    def reweigh(self, energies: torch.Tensor, dist: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """energies (B, T, S), dist ``s - p_t`` (B, T, S) -> (the energies inside the window,
+        a factor (B, T, S) for the weights after the softmax, or None)."""
+        return energies, None
 
     def forward(self, energies, query, mask, positions):
         """energies (B, T, S), query (B, T, Dq), mask (B, S), positions (B, T) target steps
-        -> energies with -inf outside the window (reweighed inside it)."""
+        -> (energies with -inf outside the window, reweighed inside it; a factor for the
+        weights after the softmax, or None)."""
         src_len = mask.sum(-1, keepdim=True).to(energies.dtype)  # (B, 1)
         s = torch.arange(energies.size(-1), device=energies.device, dtype=energies.dtype)
         p = self.aligned_positions(query, src_len, positions)  # (B, T)
         dist = s.view(1, 1, -1) - p.unsqueeze(-1)  # (B, T, S)
         outside = dist.abs() > self.D
-        energies = self.reweigh(energies, dist)
-        return energies.masked_fill(outside, float("-inf"))
+        energies, factor = self.reweigh(energies, dist)
+        return energies.masked_fill(outside, float("-inf")), factor
 
 
 @WINDOWS.implements(choices.LocalMonotonic)
@@ -222,20 +230,32 @@ class LocalMonotonicWindow(LocalWindow):
 class LocalPredictiveWindow(LocalWindow):
     """``local-p``: ``p_t = S * sigmoid(v_p^T tanh(W_p h_t))`` (eq. 9) with ``S`` the source
     length, and a Gaussian ``exp(-(s - p_t)^2 / (2 sigma^2))``, ``sigma = D / 2``, favouring
-    positions near ``p_t`` (eq. 10). The Gaussian is added to the energies in log space, so the
-    weights are eq. 10's product renormalised over the window and still sum to 1."""
+    positions near ``p_t`` (eq. 10).
 
-    def __init__(self, query_size: int, half_width: int):
+    ``weighting="paper"``: eq. 10 as written, ``a_t(s) = align(h_t, h_s) * Gaussian`` with
+    ``align`` the softmax over the window; the weights sum to less than 1.
+    ``weighting="renormalised"``: the Gaussian is added to the energies in log space, so the
+    weights are that product renormalised over the window and sum to 1.
+    ``scaled``: the logit is divided by ``sqrt(Dq)`` (not in the paper), which keeps ``p_t``
+    from saturating at 0 or ``S`` in the first updates."""
+
+    def __init__(self, query_size: int, half_width: int, weighting: str = "renormalised",
+                 scaled: bool = False):
         super().__init__(query_size, half_width)
         self.W_p = nn.Linear(query_size, query_size, bias=False)
         self.v_p = nn.Linear(query_size, 1, bias=False)
+        self.multiply = weighting == "paper"
+        self.logit_scale = query_size**-0.5 if scaled else 1.0
 
     def aligned_positions(self, query, src_len, positions):
-        return src_len * torch.sigmoid(self.v_p(torch.tanh(self.W_p(query)))).squeeze(-1)
+        logit = self.v_p(torch.tanh(self.W_p(query))).squeeze(-1) * self.logit_scale
+        return src_len * torch.sigmoid(logit)  # (B, T)
 
     def reweigh(self, energies, dist):
-        sigma = self.D / 2.0
-        return energies - dist.pow(2) / (2 * sigma**2)
+        log_gauss = -dist.pow(2) / (2 * (self.D / 2.0) ** 2)
+        if self.multiply:  # eq. 10: after the softmax, no renormalisation
+            return energies, torch.exp(log_gauss)
+        return energies + log_gauss, None
 
 
 class Attention(nn.Module):
@@ -244,10 +264,12 @@ class Attention(nn.Module):
     def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
         super().__init__()
         self.score = build_score(query_size, key_size, cfg)
-        self.window = (
-            WINDOWS.implementation(cfg.window)(query_size, cfg.window_size)
-            if WINDOWS.get(cfg.window).local else None
-        )
+        self.window = None
+        if cfg.window == choices.LocalPredictive.name:
+            self.window = LocalPredictiveWindow(query_size, cfg.window_size,
+                                                cfg.local_p_weighting, cfg.local_p_scaled)
+        elif WINDOWS.get(cfg.window).local:
+            self.window = WINDOWS.implementation(cfg.window)(query_size, cfg.window_size)
         self.hard = False  # set by Seq2SeqModel.set_hard_attention; used only in eval mode
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
@@ -265,8 +287,10 @@ class Attention(nn.Module):
         if self.window is not None:
             if positions is None:
                 raise ValueError("a local window needs the target positions")
-            energies = self.window(energies, query, mask, positions)
+            energies, factor = self.window(energies, query, mask, positions)
         weights = F.softmax(energies, dim=-1)  # masked positions: exp(-inf) = 0 exactly
+        if self.window is not None and factor is not None:
+            weights = weights * factor  # local-p as in the paper (eq. 10)
         if self.hard and not self.training:
             weights = hard_weights(weights)
         context = torch.bmm(weights, values)  # (B, T, Dv)

@@ -187,11 +187,21 @@ class AttentionConfig:
     score: str = "additive"  # a name in seq2seq.choices.SCORES (none: no attention)
     window: str = "global"  # global, local-m or local-p (Luong et al. 2015, section 3)
     window_size: int = 10  # D: a local window covers [p_t - D, p_t + D]
+    # local-p: "paper" multiplies the window's softmax by the Gaussian (Luong et al. eq. 10, the
+    # weights then sum to less than 1); "renormalised" adds its log to the energies instead
+    local_p_weighting: Literal["paper", "renormalised"] = "renormalised"
+    # local-p: divide the position logit v_p^T tanh(W_p h_t) by sqrt(hidden size) (not in the
+    # paper) so that Adam's first updates do not saturate p_t at 0 or S
+    local_p_scaled: bool = False
     hidden_size: int | None = None  # additive/concat hidden layer (default: decoder hidden size)
     max_positions: int = 128  # location score: source positions it can address
     beta: float = 5.0  # cosine score: (initial) sharpening
     learn_beta: bool = True  # cosine score: learn the sharpening
     heads: int = 1  # > 1: multi-head scaled dot-product attention (Vaswani et al. 2017)
+    # scaled_dot: learned query and key projections, (W_q h_t)^T (W_k h_s) / sqrt(d), as
+    # Vaswani et al. always project; false: the states themselves (keys projected only when
+    # their size differs)
+    projections: bool = False
     input_feeding: bool = True  # Luong decoder: feed the attentional vector to the next step
 
     def validate(self) -> None:
@@ -201,6 +211,9 @@ class AttentionConfig:
                   hidden_size=self.hidden_size)
         if not 0 < self.beta <= 100:
             raise ConfigError(f"model.attention.beta: must be in (0, 100], got {self.beta}")
+        if self.projections and self.score != "scaled_dot":
+            raise ConfigError("model.attention.projections: only for score: scaled_dot "
+                              f"(not {self.score!r})")
         if self.heads > 1 and score.attends and (not score.multi_head or window.local):
             raise ConfigError("model.attention.heads: multi-head attention needs "
                               "score: scaled_dot and window: global")

@@ -213,3 +213,46 @@ def test_keys_of_another_size(name, window):
     assert not torch.isnan(w).any()
     torch.testing.assert_close(w.sum(-1), torch.ones(B, T))
     assert (w[~mask[:, None, :].expand_as(w)] == 0).all()
+
+
+def test_local_p_as_in_the_paper_multiplies_the_window_softmax_by_the_gaussian():
+    """Luong et al. eq. 10: a_t(s) = softmax over the window * exp(-(s - p_t)^2 / 2 sigma^2),
+    not renormalised: the weights sum to less than 1."""
+    q, k, mask, pos = inputs()
+    att = attention("dot", "local-p", local_p_weighting="paper")
+    win = att.window
+    with torch.no_grad():
+        p = LENGTHS[:, None] * torch.sigmoid(win.v_p(torch.tanh(win.W_p(q)))).squeeze(-1)
+        _, w = att(q, att.project_keys(k), k, mask, pos)
+    s = torch.arange(S).float()
+    dist = s.view(1, 1, -1) - p.unsqueeze(-1)
+    outside = (dist.abs() > 3) | ~mask[:, None, :]
+    energies = torch.bmm(q, k.transpose(1, 2)).detach().masked_fill(outside, float("-inf"))
+    expected = torch.softmax(energies, -1) * torch.exp(-dist**2 / (2 * 1.5**2))
+    torch.testing.assert_close(w, expected)
+    assert (w[outside] == 0).all() and (w.sum(-1) < 1).all() and (w.sum(-1) > 0).all()
+
+
+def test_scaled_local_p_divides_the_position_logit_by_sqrt_d():
+    q, k, mask, pos = inputs()
+    plain, scaled = attention("dot", "local-p"), attention("dot", "local-p", local_p_scaled=True)
+    scaled.load_state_dict(plain.state_dict())  # the same weights
+    src_len = LENGTHS[:, None].float()
+    with torch.no_grad():
+        logit = plain.window.v_p(torch.tanh(plain.window.W_p(q))).squeeze(-1)
+        p = scaled.window.aligned_positions(q, src_len, pos)
+    torch.testing.assert_close(p, src_len * torch.sigmoid(logit / math.sqrt(DQ)))
+
+
+def test_scaled_dot_with_projections_projects_query_and_keys():
+    q, k, mask, pos = inputs()
+    att = attention("scaled_dot", projections=True)
+    score = att.score
+    with torch.no_grad():
+        _, w = att(q, att.project_keys(k), k, mask, pos)
+        e = torch.bmm(score.W_q(q), score.W(k).transpose(1, 2)) / math.sqrt(DQ)
+    expected = torch.softmax(e.masked_fill(~mask[:, None, :], float("-inf")), -1)
+    torch.testing.assert_close(w, expected)
+    assert attention("scaled_dot").score.W_q is None  # without: the states themselves
+    with pytest.raises(ConfigError, match="projections: only for score: scaled_dot"):
+        AttentionConfig(score="dot", projections=True).validate()

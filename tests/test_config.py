@@ -14,9 +14,23 @@ def test_defaults_are_valid():
     assert cfg.model.attention.score == "additive"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if not p.name.startswith("progression")],
+                         ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     load_config(path)
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.name.startswith("progression")],
+                         ids=lambda p: p.name)
+def test_shipped_progressions_load(path):
+    from seq2seq.progression import load_progression
+
+    prog = load_progression(path)
+    for step in prog.steps:
+        load_config(step.config)
 
 
 def test_unknown_key_names_full_path(tmp_path):
