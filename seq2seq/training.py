@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from seq2seq import checkpoint as ckpt
 from seq2seq import distributed
+from seq2seq.attention import LocalPredictiveWindow
 from seq2seq.batching import Batch, TrainBatches, inference_batches, make_batch
 from seq2seq.choices import ARCHITECTURES
 from seq2seq.config import Config
@@ -145,6 +146,20 @@ def load_training_data(cfg: Config, vocabs: tuple[Vocab, Vocab] | None = None,
                            t.bucket_pool, fetch=lambda idx: train.pairs(keep[idx]))
     return TrainingData(src_vocab, tgt_vocab, train, keep, valid_src, valid_tgt, va_s, va_t,
                         batches)
+
+
+def _position_record(windows: list) -> dict[str, float]:
+    """Mean and standard deviation of the local-p positions ``p_t / S`` over every step of the
+    greedy validation decoding (0: the first source word, 1: past the last); the collection
+    is switched off again."""
+    total, squares, n = (sum(w.position_stats[i] for w in windows) for i in range(3))
+    for w in windows:
+        w.position_stats = None
+    if not n:
+        return {}
+    mean = total / n
+    return {"p_rel_mean": round(mean, 4),
+            "p_rel_sd": round(math.sqrt(max(squares / n - mean * mean, 0.0)), 4)}
 
 
 @dataclass
@@ -320,9 +335,13 @@ class Trainer:
                                self.cfg.decode.batch_size)
         record.update(loss=round(loss, 4), ppl=round(math.exp(min(loss, 50)), 2))
         if self.t.valid_bleu:
+            windows = [m for m in self.model.modules() if isinstance(m, LocalPredictiveWindow)]
+            for w in windows:  # local-p: where the predicted positions p_t / S lie
+                w.position_stats = [0.0, 0.0, 0.0]
             hyps = decode_ids(self.model, d.valid_src_ids, self.valid_decode, self.device)
             scores = corpus_scores(d.tgt_vocab.decode(hyps), d.valid_tgt, ter=False)
             record.update(bleu=scores["bleu"]["score"], chrf=scores["chrf"]["score"])
+            record.update(_position_record(windows))
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["valid_s"] = round(time.perf_counter() - v0, 1)
         record["train_s"] = round(s.train_s, 1)

@@ -178,3 +178,14 @@ def test_bf16_training_runs_on_cpu_and_fp16_needs_cuda(toy_data, tmp_path):
         with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
             train(tiny_config(toy_data, tmp_path / "fp16", "train.precision=fp16"),
                   progress=False)
+
+
+def test_local_p_positions_are_logged_at_validation(toy_data, tmp_path):
+    cfg = tiny_config(toy_data, tmp_path / "run", "model.decoder=luong",
+                      "model.attention.score=general", "model.attention.window=local-p",
+                      "model.attention.local_p_scaled=true")
+    _, rows = losses(train(cfg, progress=False))
+    valid = [r for r in rows if r["kind"] == "valid"]
+    assert valid and all(0 < r["p_rel_mean"] < 1 and 0 <= r["p_rel_sd"] < 0.5 for r in valid)
+    _, plain = losses(train(tiny_config(toy_data, tmp_path / "global"), progress=False))
+    assert all("p_rel_mean" not in r for r in plain)
