@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from seq2seq.config import Config, load_config
+from seq2seq.download import fetch_missing
 from seq2seq.errors import ConfigError, DataError, one_line
 
 MAX_UPDATES = 3000
@@ -158,6 +159,8 @@ def quick_data(prog: Progression, extra: list[str]) -> Path:
         return out
     out.mkdir(parents=True, exist_ok=True)
     data = load_config(prog.steps[0].config, extra).data
+    if data.format == "local":
+        fetch_missing(data.path, data.fetch)  # Multi30k into data/multi30k, as training would
     langs = {lang for job in prog.jobs() for lang in job.langs}
     for which, n in QUICK_LINES.items():
         split = split_name(data, which)
