@@ -241,6 +241,13 @@ class ModelConfig:
     share_embeddings: bool = True  # source and target embeddings (needs a joint vocabulary)
     tie_output: bool = True  # target embedding = output projection (needs equal sizes)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    # initialisation: xavier (Xavier-uniform matrices, zero biases: every family's default);
+    # uniform (every parameter from U(-init_range, init_range): Sutskever et al. 0.08, Luong et
+    # al. 0.1); gaussian (matrices from N(0, init_range^2), recurrent matrices orthogonal, zero
+    # biases: Bahdanau et al. 0.01)
+    init: Literal["xavier", "uniform", "gaussian"] = "xavier"
+    init_range: float = 0.1
+    forget_bias: float = 0.0  # LSTM: the forget gate's initial bias (1.0 is the common choice)
     # Transformer only (d_model = embed_size; heads = attention.heads):
     ff_size: int = 1024  # position-wise feed-forward inner size
     norm: Literal["post", "pre"] = "post"  # layer norm after the residual (paper) or before
@@ -270,6 +277,10 @@ class ModelConfig:
         _fraction("model", dropout=self.dropout, attention_dropout=self.attention_dropout,
                   relu_dropout=self.relu_dropout)
         DECODERS.get(self.decoder)  # the Transformer has none, but a misspelling is still one
+        if not 0 < self.init_range <= 1:
+            raise ConfigError(f"model.init_range: must be in (0, 1], got {self.init_range}")
+        if self.forget_bias and self.cell != "lstm":
+            raise ConfigError("model.forget_bias: only for cell: lstm (a GRU has no forget gate)")
         self.attention.validate()
         ARCHITECTURES.get(self.arch).check(self)
 

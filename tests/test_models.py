@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from seq2seq.config import ModelConfig, load_config
+from seq2seq.errors import ConfigError
 from seq2seq.models import build_model, select
 from seq2seq.special import BOS
 
@@ -197,3 +198,46 @@ def test_fused_relu_dropout_equals_the_unfused_pair():
     g2 = torch.autograd.grad(plain.sum(), [x, *ff.parameters()])
     assert torch.equal(fused, plain)
     assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+def _rnn(*overrides):
+    torch.manual_seed(0)
+    return build_model(load_config(None, ["model.embed_size=32", "model.hidden_size=32",
+                                          *overrides]).model, 50, 50)
+
+
+def test_uniform_init_puts_every_parameter_in_range():
+    model = _rnn("model.init=uniform", "model.init_range=0.08", "model.cell=lstm")
+    for name, p in model.named_parameters():
+        assert p.abs().max() <= 0.08, name
+        if p.dim() > 1 and "embedding" not in name:
+            assert p.abs().max() > 0.07, name  # spread over the range, not left at zero
+    assert (model.tgt_embedding.weight[0] == 0).all()  # the pad row
+
+
+def test_gaussian_init_has_orthogonal_recurrent_gates_and_zero_biases():
+    model = _rnn("model.init=gaussian", "model.init_range=0.01")
+    for name, p in model.named_parameters():
+        if "weight_hh" in name:
+            H = p.size(1)
+            for block in p.split(H):
+                torch.testing.assert_close(block @ block.T, torch.eye(H), atol=1e-5, rtol=0)
+        elif p.dim() == 1:
+            assert (p == 0).all(), name
+        elif "embedding" not in name:
+            assert 0.005 < p.std() < 0.015, name
+
+
+def test_forget_bias_and_the_default_is_unchanged():
+    model = _rnn("model.cell=lstm", "model.forget_bias=1.0")
+    for module in model.modules():
+        if isinstance(module, torch.nn.LSTM):
+            for name, p in module.named_parameters():
+                if name.startswith("bias_"):
+                    H = p.numel() // 4
+                    assert (p[H : 2 * H] == (1.0 if "ih" in name else 0.0)).all()
+                    assert (p[:H] == 0).all() and (p[2 * H :] == 0).all()
+    a, b = _rnn(), _rnn("model.init=xavier")
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ConfigError, match="forget_bias: only for cell: lstm"):
+        _rnn("model.forget_bias=1.0")

@@ -67,11 +67,20 @@ class Seq2SeqModel(nn.Module):
         non-pad positions of :meth:`features`, which saves the output layer's cost on padding."""
         return self.project(self.features(src, src_len, tgt_in))
 
-    def init_parameters(self) -> None:
-        """The initialisation every family shares: token embeddings ``N(0, d^-1/2)`` with a zero
-        pad row, other matrices Xavier-uniform, biases zero. Layer norms, and modules that set
-        ``keeps_own_init`` (the cosine score's sharpening), keep their own initial values."""
+    def init_parameters(self, scheme: str = "xavier", init_range: float = 0.1,
+                        forget_bias: float = 0.0) -> None:
+        """The initial weights. ``xavier`` (every family's default): token embeddings
+        ``N(0, d^-1/2)`` with a zero pad row, other matrices Xavier-uniform, biases zero.
+        ``uniform``: every parameter from ``U(-init_range, init_range)`` (pad row zero).
+        ``gaussian``: matrices and embeddings from ``N(0, init_range^2)``, the recurrent matrices
+        of GRUs and LSTMs orthogonal gate by gate, biases zero. ``forget_bias``: the LSTM forget
+        gates' bias. Layer norms, and modules that set ``keeps_own_init`` (the cosine score's
+        sharpening), keep their own initial values; a model built on the meta device is left
+        alone (its weights are loaded next)."""
+        if any(p.is_meta for p in self.parameters()):
+            return
         owner: dict[int, nn.Module] = {}
+        names = {id(p): n for n, p in self.named_parameters()}
         for module in self.modules():
             for p in module.parameters(recurse=False):
                 owner.setdefault(id(p), module)
@@ -79,14 +88,12 @@ class Seq2SeqModel(nn.Module):
             module = owner[id(p)]
             if isinstance(module, nn.LayerNorm) or getattr(module, "keeps_own_init", False):
                 continue
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                nn.init.normal_(p, 0.0, p.size(1) ** -0.5)
-                with torch.no_grad():
-                    p[module.padding_idx].zero_()
-            elif p.dim() > 1:
-                nn.init.xavier_uniform_(p)
+            if scheme == "xavier":
+                _xavier(p, module)
             else:
-                nn.init.zeros_(p)
+                _paper_init(p, module, names[id(p)], scheme, init_range)
+        if forget_bias:
+            _forget_bias(self, forget_bias)
 
     @torch.no_grad()
     def attention_maps(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
@@ -109,3 +116,42 @@ class Seq2SeqModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def _xavier(p: nn.Parameter, module: nn.Module) -> None:
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        nn.init.normal_(p, 0.0, p.size(1) ** -0.5)
+        with torch.no_grad():
+            p[module.padding_idx].zero_()
+    elif p.dim() > 1:
+        nn.init.xavier_uniform_(p)
+    else:
+        nn.init.zeros_(p)
+
+
+@torch.no_grad()
+def _paper_init(p: nn.Parameter, module: nn.Module, name: str, scheme: str, r: float) -> None:
+    """``uniform`` or ``gaussian`` (see :meth:`Seq2SeqModel.init_parameters`)."""
+    if scheme == "uniform":
+        nn.init.uniform_(p, -r, r)
+    elif p.dim() < 2:
+        nn.init.zeros_(p)
+    elif isinstance(module, nn.RNNBase) and name.rsplit(".", 1)[-1].startswith("weight_hh"):
+        for block in p.split(p.size(1)):  # one (H, H) matrix per gate
+            nn.init.orthogonal_(block)
+    else:
+        nn.init.normal_(p, 0.0, r)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        p[module.padding_idx].zero_()
+
+
+@torch.no_grad()
+def _forget_bias(model: nn.Module, value: float) -> None:
+    """LSTM gates are ordered input, forget, cell, output: the forget slice of ``bias_ih``
+    gets ``value`` and that of ``bias_hh`` zero, so the gate starts at sigmoid(value)."""
+    for module in model.modules():
+        if isinstance(module, nn.LSTM):
+            for name, p in module.named_parameters():
+                if name.startswith("bias_"):
+                    H = p.numel() // 4
+                    p[H : 2 * H] = value if name.startswith("bias_ih") else 0.0
