@@ -95,10 +95,16 @@ class EncodedSplit:
     @classmethod
     def open(cls, directory: Path) -> EncodedSplit:
         """Map a cache entry (read-only)."""
-        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        try:
+            meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+            sizes = {side: (meta[f"{side}_tokens"], np.dtype(meta[f"{side}_dtype"]))
+                     for side in SIDES}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{directory / 'meta.json'}: a damaged token cache entry "
+                            f"({one_line(e, 80)}; seq2seq cache --clear)") from None
         arrays, maps = {}, []
         for side in SIDES:
-            n_ids, dtype = meta[f"{side}_tokens"], np.dtype(meta[f"{side}_dtype"])
+            n_ids, dtype = sizes[side]
             arrays[f"{side}_ids"] = _map(directory / f"{side}.ids", dtype, n_ids, maps)
             arrays[f"{side}_offsets"] = _map(directory / f"{side}.offsets", np.dtype(np.int64),
                                              meta["pairs"] + 1, maps)

@@ -207,3 +207,11 @@ def test_a_damaged_entry_is_one_line(corpus):
     ids.write_bytes(ids.read_bytes()[:-3])
     with pytest.raises(DataError, match=r"tgt.ids: .* a damaged token cache entry"):
         encoded_split(cfg, "train", vocab, vocab, progress=False)
+
+
+def test_a_damaged_meta_file_is_one_line(corpus):
+    cfg, vocab, _ = corpus
+    enc = encoded_split(cfg, "train", vocab, vocab, progress=False)
+    (enc.directory / "meta.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"meta.json: a damaged token cache entry"):
+        encoded_split(cfg, "train", vocab, vocab, progress=False)
