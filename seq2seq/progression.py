@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import itertools
 import json
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,11 +176,13 @@ def quick_data(prog: Progression, extra: list[str]) -> Path:
 
 
 def _head(source: Path, target: Path, n: int) -> None:
-    opener = gzip.open if source.suffix == ".gz" else open
-    with opener(source, "rt", encoding="utf-8") as f:
-        lines = [line for _, line in zip(range(n), f)]
+    """The first ``n`` lines of ``source`` (plain or gzipped) into ``target`` (gzipped)."""
+    from seq2seq.data import numbered_lines
+
+    with closing(numbered_lines(source)) as lines:
+        head = [line + "\n" for _, line in itertools.islice(lines, n)]
     with gzip.open(target, "wt", encoding="utf-8") as f:
-        f.writelines(lines)
+        f.writelines(head)
 
 
 def read_results(prog: Progression) -> dict[str, dict[str, Any]]:
