@@ -25,7 +25,7 @@ Adding a score is a choice in ``seq2seq/choices.py``, one class here with
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,10 @@ class AdditiveScore(Score):
     """Bahdanau et al. 2014 (eq. 6, appendix A.1.2): ``e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j)``.
     """
 
+    # model.init: gaussian (appendix B.1): W_a, U_a from N(0, 0.001^2), v_a zero; the standard
+    # deviation of each parameter, 0 for zeros
+    gaussian_std: ClassVar[dict[str, float]] = {"W.weight": 1e-3, "U.weight": 1e-3, "v.weight": 0.0}
+
     def __init__(self, query_size: int, key_size: int, cfg: AttentionConfig):
         super().__init__(query_size, key_size, cfg)
         hidden = cfg.hidden_size or query_size
@@ -80,6 +84,8 @@ class ConcatScore(AdditiveScore):
     """Luong et al. 2015, eq. 8: ``score(h_t, h_s) = v_a^T tanh(W_a [h_t; h_s])``.
 
     ``W_a [h_t; h_s] = W_1 h_t + W_2 h_s``: the additive form, attending from the current state."""
+
+    gaussian_std: ClassVar[dict[str, float]] = {}  # Luong et al. initialise every parameter alike
 
 
 @SCORES.implements(choices.Dot)

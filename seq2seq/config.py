@@ -248,6 +248,12 @@ class ModelConfig:
     init: Literal["xavier", "uniform", "gaussian"] = "xavier"
     init_range: float = 0.1
     forget_bias: float = 0.0  # LSTM: the forget gate's initial bias (1.0 is the common choice)
+    # the RNN decoder's initial state s_0: bridge (tanh(W_s h_final) per layer, the default);
+    # final (the encoder's final state itself, both directions concatenated, the LSTM cell too:
+    # Sutskever et al. 2014, Luong et al. 2015); backward (tanh(W_s h<-_1) from the backward
+    # direction alone: Bahdanau et al. 2015, A.2.2); summary (tanh(V' c) from the fixed context c:
+    # Cho et al. 2014)
+    decoder_start: Literal["bridge", "final", "backward", "summary"] = "bridge"
     # Transformer only (d_model = embed_size; heads = attention.heads):
     ff_size: int = 1024  # position-wise feed-forward inner size
     norm: Literal["post", "pre"] = "post"  # layer norm after the residual (paper) or before
@@ -269,6 +275,19 @@ class ModelConfig:
         """The size of the RNN encoder's annotations h_j (both directions concatenated)."""
         return self.encoder_hidden * (2 if self.bidirectional else 1)
 
+    def _check_decoder_start(self) -> None:
+        start = self.decoder_start
+        if start == "final" and self.encoder_output_size != self.hidden_size:
+            raise ConfigError(
+                f"model.decoder_start: final needs the encoder's final state "
+                f"({self.encoder_output_size}) to be as large as the decoder's hidden_size "
+                f"({self.hidden_size}); use bridge")
+        if start == "backward" and not self.bidirectional:
+            raise ConfigError("model.decoder_start: backward needs bidirectional: true")
+        if start == "summary" and self.decoder != "cho":
+            raise ConfigError("model.decoder_start: summary is for decoder: cho (the only one "
+                              "with a fixed context)")
+
     def validate(self) -> None:
         _positive("model", embed_size=self.embed_size, hidden_size=self.hidden_size,
                   encoder_layers=self.encoder_layers, decoder_layers=self.decoder_layers,
@@ -281,6 +300,7 @@ class ModelConfig:
             raise ConfigError(f"model.init_range: must be in (0, 1], got {self.init_range}")
         if self.forget_bias and self.cell != "lstm":
             raise ConfigError("model.forget_bias: only for cell: lstm (a GRU has no forget gate)")
+        self._check_decoder_start()
         self.attention.validate()
         ARCHITECTURES.get(self.arch).check(self)
 

@@ -10,7 +10,7 @@ V = 30
 VARIANTS = {
     "bahdanau-gru": [],
     "bahdanau-lstm-2layer": ["model.cell=lstm", "model.encoder_layers=2",
-                             "model.decoder_layers=2"],
+                             "model.decoder_layers=2", "model.decoder_start=backward"],
     "luong-general-feed": ["model.decoder=luong", "model.attention.score=general"],
     "luong-dot-nofeed": ["model.decoder=luong", "model.attention.score=dot",
                          "model.attention.input_feeding=false"],
@@ -18,8 +18,10 @@ VARIANTS = {
                               "model.share_embeddings=false", "vocab.joint=false"],
     "sutskever-reversed": ["model.decoder=sutskever", "model.attention.score=none",
                            "model.cell=lstm", "model.encoder_layers=2", "model.decoder_layers=2",
-                           "model.bidirectional=false", "model.reverse_source=true"],
-    "cho": ["model.decoder=cho", "model.attention.score=none", "model.bidirectional=false"],
+                           "model.bidirectional=false", "model.reverse_source=true",
+                           "model.decoder_start=final"],
+    "cho": ["model.decoder=cho", "model.attention.score=none", "model.bidirectional=false",
+            "model.decoder_start=summary"],
     "luong-concat": ["model.decoder=luong", "model.attention.score=concat"],
     "luong-location": ["model.decoder=luong", "model.attention.score=location"],
     "luong-local-m": ["model.decoder=luong", "model.attention.window=local-m",
@@ -222,8 +224,10 @@ def test_gaussian_init_has_orthogonal_recurrent_gates_and_zero_biases():
             H = p.size(1)
             for block in p.split(H):
                 torch.testing.assert_close(block @ block.T, torch.eye(H), atol=1e-5, rtol=0)
-        elif p.dim() == 1:
+        elif p.dim() == 1 or name == "attention.score.v.weight":  # v_a zero (appendix B.1)
             assert (p == 0).all(), name
+        elif name in ("attention.score.W.weight", "attention.score.U.weight"):
+            assert 0.0005 < p.std() < 0.0015, name  # W_a, U_a from N(0, 0.001^2)
         elif "embedding" not in name:
             assert 0.005 < p.std() < 0.015, name
 
@@ -241,3 +245,52 @@ def test_forget_bias_and_the_default_is_unchanged():
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
     with pytest.raises(ConfigError, match="forget_bias: only for cell: lstm"):
         _rnn("model.forget_bias=1.0")
+
+
+def _start(*overrides):
+    """An RNN model in eval mode, a batch, its encoder's final states and the decoder's s_0."""
+    model = _rnn(*overrides).eval()
+    src = torch.randint(4, 50, (3, 6))
+    src_len = torch.tensor([6, 4, 2])
+    _, finals = model.encoder(src, src_len)  # each (layers, B, De)
+    return model, finals, model.encode(src, src_len)
+
+
+def test_decoder_start_final_is_the_encoder_state_itself():
+    # Sutskever et al. 2014: a 2-layer LSTM decoder starts from the encoder's (h, c) layer by layer.
+    model, finals, memory = _start("model.decoder=sutskever", "model.attention.score=none",
+                                   "model.cell=lstm", "model.bidirectional=false",
+                                   "model.encoder_layers=2", "model.decoder_layers=2",
+                                   "model.decoder_start=final")
+    assert len(model.bridge) == 0
+    torch.testing.assert_close(memory["h0"], finals[0].transpose(0, 1), rtol=0, atol=0)
+    torch.testing.assert_close(memory["c0"], finals[1].transpose(0, 1), rtol=0, atol=0)
+    # Luong et al. 2015 with a bidirectional encoder: both directions concatenated.
+    model, finals, memory = _start("model.decoder=luong", "model.attention.score=general",
+                                   "model.decoder_start=final")
+    torch.testing.assert_close(memory["h0"], finals[0].transpose(0, 1), rtol=0, atol=0)
+
+
+def test_decoder_start_backward_and_summary():
+    # Bahdanau et al. 2015, A.2.2: s_0 = tanh(W_s h<-_1), the backward half of the final state.
+    model, finals, memory = _start("model.decoder_start=backward")
+    half = model.cfg.encoder_hidden
+    assert model.bridge[0].in_features == half
+    expected = torch.tanh(model.bridge[0](finals[0][..., half:])).transpose(0, 1)
+    torch.testing.assert_close(memory["h0"], expected)
+    # Cho et al. 2014: h'_0 = tanh(V' c) from the fixed context c.
+    model, finals, memory = _start("model.decoder=cho", "model.attention.score=none",
+                                   "model.bidirectional=false", "model.decoder_start=summary")
+    torch.testing.assert_close(memory["h0"], torch.tanh(model.bridge[0](memory["context"])))
+    assert not torch.equal(memory["h0"], torch.tanh(model.bridge[0](finals[0])).transpose(0, 1))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.decoder_start=final", "model.encoder_hidden_size=8"], "final needs the encoder"),
+    (["model.decoder_start=backward", "model.bidirectional=false"], "backward needs bidirect"),
+    (["model.decoder_start=summary"], "summary is for decoder: cho"),
+    (["model.decoder_start=first"], "decoder_start"),
+])
+def test_decoder_start_is_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)

@@ -73,7 +73,8 @@ class Seq2SeqModel(nn.Module):
         ``N(0, d^-1/2)`` with a zero pad row, other matrices Xavier-uniform, biases zero.
         ``uniform``: every parameter from ``U(-init_range, init_range)`` (pad row zero).
         ``gaussian``: matrices and embeddings from ``N(0, init_range^2)``, the recurrent matrices
-        of GRUs and LSTMs orthogonal gate by gate, biases zero. ``forget_bias``: the LSTM forget
+        of GRUs and LSTMs orthogonal gate by gate, biases zero, then the parameters a module
+        lists in ``gaussian_std`` (Bahdanau's attention) their own. ``forget_bias``: the LSTM forget
         gates' bias. Layer norms, and modules that set ``keeps_own_init`` (the cosine score's
         sharpening), keep their own initial values; a model built on the meta device is left
         alone (its weights are loaded next)."""
@@ -92,6 +93,8 @@ class Seq2SeqModel(nn.Module):
                 _xavier(p, module)
             else:
                 _paper_init(p, module, names[id(p)], scheme, init_range)
+        if scheme == "gaussian":
+            _module_gaussian_std(self)
         if forget_bias:
             _forget_bias(self, forget_bias)
 
@@ -143,6 +146,19 @@ def _paper_init(p: nn.Parameter, module: nn.Module, name: str, scheme: str, r: f
         nn.init.normal_(p, 0.0, r)
     if isinstance(module, nn.Embedding) and module.padding_idx is not None:
         p[module.padding_idx].zero_()
+
+
+@torch.no_grad()
+def _module_gaussian_std(model: nn.Module) -> None:
+    """Modules whose paper gives some parameters their own Gaussian (``gaussian_std``, by
+    parameter name; 0 means zeros) get them after the model-wide scheme."""
+    for module in model.modules():
+        for name, std in getattr(module, "gaussian_std", {}).items():
+            p = module.get_parameter(name)
+            if std:
+                nn.init.normal_(p, 0.0, std)
+            else:
+                nn.init.zeros_(p)
 
 
 @torch.no_grad()

@@ -6,8 +6,12 @@ directions concatenated, summarise the sentence. With ``reverse_source`` the enc
 sentence backwards (Sutskever et al. 2014); its annotations are put back in source order so that
 attention weights always refer to source positions.
 
-The decoder's initial state is ``s_0 = tanh(W_s h_final)`` per layer (Bahdanau et al. 2014,
-A.2.2), from the matching encoder layer when the layer counts agree, else from the top one.
+The decoder's initial state ``s_0`` (``model.decoder_start``), per layer, from the matching
+encoder layer when the layer counts agree, else from the top one: ``bridge`` ``tanh(W_s h_final)``
+with both directions of ``h_final`` (the default); ``final`` the encoder's final state itself
+(Sutskever et al. 2014; Luong et al. 2015), the LSTM's cell state too; ``backward``
+``tanh(W_s h<-_1)``, the backward direction alone (Bahdanau et al. 2015, A.2.2); ``summary``
+``tanh(V' c)`` from Cho's fixed context ``c`` (Cho et al. 2014, the decoder's ``h'_0``).
 
 Decoders (``model.decoder``); ``E y`` is the embedded previous target word:
 
@@ -108,8 +112,8 @@ def decoder_rnn(cfg: ModelConfig, input_size: int) -> nn.Module:
 
 
 class RNNSeq2Seq(Seq2SeqModel):
-    """What every RNN decoder shares: the embeddings, the :class:`Encoder`, the bridge
-    ``s_0 = tanh(W_s h_final)``, the output layer, and decoding one step at a time.
+    """What every RNN decoder shares: the embeddings, the :class:`Encoder`, the decoder's
+    start state (the bridge), the output layer, and decoding one step at a time.
 
     A subclass creates its own modules in :meth:`_build_decoder` (the recurrence ``self.rnn``,
     then any attention and output layer) and defines one target step in :meth:`_step`. The
@@ -132,9 +136,14 @@ class RNNSeq2Seq(Seq2SeqModel):
         self.encoder = Encoder(cfg, src_emb)
         self.dec_layers = cfg.decoder_layers
         self.layerwise_bridge = cfg.encoder_layers == cfg.decoder_layers
+        self.start = cfg.decoder_start
 
-        # s_0 = tanh(W_s h_final) (and the same for the LSTM cell state).
-        self.bridge = nn.ModuleList(nn.Linear(De, H) for _ in range(2 if self.is_lstm else 1))
+        # s_0 = tanh(W_s x) (and the same for the LSTM cell state), x by decoder_start:
+        # h_final (De), its backward half h<-_1 (De / 2), Cho's context c (De); none for final.
+        bridge_in = cfg.encoder_hidden if self.start == "backward" else De
+        self.bridge = nn.ModuleList(
+            nn.Linear(bridge_in, H) for _ in range(0 if self.start == "final" else
+                                                   2 if self.is_lstm else 1))
         self._build_decoder(cfg, E, H, De)
         self.dropout = nn.Dropout(cfg.dropout)
         self.generator = nn.Linear(H, tgt_vocab_size)
@@ -153,13 +162,26 @@ class RNNSeq2Seq(Seq2SeqModel):
         values, finals = self.encoder(src, src_len)
         memory: State = {"mask": src != PAD}  # (B, S)
         memory.update(self._encode_extras(values, finals))
-        for name, final, bridge in zip(("h0", "c0"), finals, self.bridge):
-            if self.layerwise_bridge:
-                s0 = torch.tanh(bridge(final)).transpose(0, 1)  # (B, layers, H)
-            else:
-                s0 = torch.tanh(bridge(final[-1])).unsqueeze(1).expand(-1, self.dec_layers, -1)
-            memory[name] = s0.contiguous()
+        for name, s0 in zip(("h0", "c0"), self._start_states(finals, memory)):
+            memory[name] = s0.contiguous()  # (B, layers, H)
         return memory
+
+    def _start_states(self, finals: list[torch.Tensor], memory: State) -> list[torch.Tensor]:
+        """``s_0`` by ``decoder_start``: finals [h (, c)], each (enc_layers, B, De) -> one
+        (B, dec_layers, H) per state."""
+        if self.start == "summary":  # tanh(V' c), c (B, 1, De): the same for every layer
+            return [torch.tanh(bridge(memory["context"])).expand(-1, self.dec_layers, -1)
+                    for bridge in self.bridge]
+        states = []
+        for i, final in enumerate(finals):
+            x = final if self.layerwise_bridge else final[-1:]  # (L, B, De), L layers used
+            if self.start == "backward":
+                x = x[..., self.cfg.encoder_hidden:]  # h<-_1, (L, B, De / 2)
+            if self.start != "final":
+                x = torch.tanh(self.bridge[i](x))  # (L, B, H)
+            x = x.transpose(0, 1)  # (B, L, H)
+            states.append(x if self.layerwise_bridge else x.expand(-1, self.dec_layers, -1))
+        return states
 
     def _encode_extras(self, values: torch.Tensor, finals: list[torch.Tensor]) -> State:
         """What the decoder keeps of the annotations (B, S, De) and final states besides
