@@ -22,31 +22,67 @@ if TYPE_CHECKING:
     from seq2seq.inference import Translation, Translator
 
 
+def _heatmap(fig: plt.Figure, ax: plt.Axes, src: list[str], tgt: list[str], weights: Any,
+             name: str) -> None:
+    """One attention map (T, S) on ``ax``: source subwords along the x axis, output subwords
+    down the y axis, darker = more weight, as in Bahdanau et al. 2014, Fig. 3."""
+    w = weights.float().numpy() if isinstance(weights, torch.Tensor) else weights
+    im = ax.imshow(w, cmap="Greys", vmin=0.0, vmax=1.0, aspect="equal", interpolation="nearest")
+    ax.set_xticks(range(len(src)))
+    ax.set_xticklabels(src, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(tgt)))
+    ax.set_yticklabels(tgt, fontsize=8)
+    ax.set_xlabel("source subwords")
+    ax.set_ylabel("output subwords")
+    ax.set_title(name, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
+
+
 def attention_figure(src_pieces: list[str], tgt_pieces: list[str],
                      maps: dict[str, torch.Tensor], title: str = "") -> plt.Figure:
-    """One heatmap per entry of ``maps`` (each (T, S)): source subwords along the x axis, target
-    subwords down the y axis, darker = more weight, as in Bahdanau et al. 2014, Fig. 3."""
-    S, T = len(src_pieces), len(tgt_pieces)
-    n = len(maps)
+    """One heatmap per entry of ``maps`` (each (T, S)) of one source and output."""
+    panels = [(name, src_pieces, tgt_pieces, w) for name, w in maps.items()]
+    return attention_panels(panels, title)
+
+
+def attention_panels(panels: list[tuple[str, list[str], list[str], Any]], title: str = "",
+                     columns: int = 4) -> plt.Figure:
+    """Heatmaps side by side, ``columns`` a row, each ``(name, source pieces, output pieces,
+    weights (T, S))`` with its own output (the models of a comparison translate the same source
+    differently)."""
+    S = max(len(src) for _, src, _, _ in panels)
+    T = max(len(tgt) for _, _, tgt, _ in panels)
     cell = 0.32
     width, height = max(3.5, 1.6 + cell * S), max(2.5, 1.4 + cell * T)
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    for ax, (name, weights) in zip(axes[0], maps.items()):
-        w = weights.float().numpy()
-        im = ax.imshow(w, cmap="Greys", vmin=0.0, vmax=1.0, aspect="equal",
-                       interpolation="nearest")
-        ax.set_xticks(range(S))
-        ax.set_xticklabels(src_pieces, rotation=90, fontsize=8)
-        ax.set_yticks(range(T))
-        ax.set_yticklabels(tgt_pieces, fontsize=8)
-        ax.set_xlabel("source subwords")
-        ax.set_ylabel("output subwords")
-        ax.set_title(name, fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
+    cols = min(len(panels), columns)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax, (name, src, tgt, weights) in zip(axes.flat, panels):
+        _heatmap(fig, ax, src, tgt, weights, name)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def translation_maps(translator: Translator, t: Translation, head: int | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """The attention over the source while the model reads its own output ``t``, by name,
+    each (T, S): the RNN's attention; per decoder layer the Transformer's cross-attention, the
+    heads' mean or ``head`` (from 1). Empty for a model without attention."""
+    b = make_batch([t.src_tokens], [t.tokens]).to(translator.device)
+    raw = translator.model.attention_maps(b.src, b.src_len, b.tgt_in)  # name -> (1, h, T+1, S)
+    out = {}
+    for name, w in raw.items():
+        heads = w.size(1)
+        if head is not None and heads > 1:
+            out[f"{name}, head {head}"] = w[0, head - 1].cpu()
+        else:
+            label = f"{name}, mean of {heads} heads" if heads > 1 else name
+            out[label] = w[0].mean(0).cpu()
+    return out
 
 
 class AttentionPlotter:
@@ -71,18 +107,7 @@ class AttentionPlotter:
             raise Seq2SeqError(f"--plot-attention {self.dir}: not writable")
 
     def maps(self, t: Translation) -> dict[str, torch.Tensor]:
-        model = self.tr.model
-        b = make_batch([t.src_tokens], [t.tokens]).to(self.tr.device)
-        raw = model.attention_maps(b.src, b.src_len, b.tgt_in)  # name -> (1, h, T+1, S)
-        out = {}
-        for name, w in raw.items():
-            heads = w.size(1)
-            if self.head is not None and heads > 1:
-                out[f"{name}, head {self.head}"] = w[0, self.head - 1].cpu()
-            else:
-                label = f"{name}, mean of {heads} heads" if heads > 1 else name
-                out[label] = w[0].mean(0).cpu()
-        return out
+        return translation_maps(self.tr, t, self.head)
 
     def plot(self, line_no: int, t: Translation) -> Path | None:
         maps = self.maps(t)

@@ -28,6 +28,7 @@ from seq2seq.errors import ConfigError, DataError, one_line
 MAX_UPDATES = 3000
 QUICK_UPDATES = 2
 QUICK_LINES = {"train": 300, "valid": 16, "test": 16}
+ATTENTION_FILE = "attention.json"  # a job's attention samples, beside its result.json
 QUICK_OVERRIDES = [
     "model.embed_size=16", "model.hidden_size=16", "model.ff_size=32", "vocab.size=400",
     "train.batch_tokens=500", "train.valid_every=1000", "train.valid_max_sentences=4",
@@ -48,6 +49,7 @@ class Step:
     attention: str = ""
     seeds: tuple[int, ...] = (1234,)
     directions: tuple[str, ...] = ("de-en",)
+    overrides: tuple[str, ...] = ()  # `set:` in the file: KEY=VALUE over the config, as --set
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Progression:
     runs: Path  # checkpoints (not committed)
     reports: Path  # the small results of every job (committed)
     report: Path  # the Markdown report, rebuilt from the results
+    published: list[dict[str, str]] = dataclasses.field(default_factory=list)  # from papers
 
     def jobs(self, only: str | None = None) -> list[Job]:
         if only is not None and only not in {s.name for s in self.steps}:
@@ -91,10 +94,10 @@ def load_progression(path: Path, out: Path | None = None) -> Progression:
         raise ConfigError(f"{path}: cannot read the progression ({one_line(e)})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list) or not raw["steps"]:
         raise ConfigError(f"{path}: needs a list of steps under 'steps:'")
-    unknown = set(raw) - {"steps", "runs", "reports", "report"}
+    unknown = set(raw) - {"steps", "runs", "reports", "report", "published"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} "
-                          "(known: steps, runs, reports, report)")
+                          "(known: steps, runs, reports, report, published)")
     steps = [_step(entry, path, i) for i, entry in enumerate(raw["steps"], 1)]
     names = [s.name for s in steps]
     if len(set(names)) < len(names):
@@ -105,13 +108,37 @@ def load_progression(path: Path, out: Path | None = None) -> Progression:
     if out is not None:
         runs, reports = Path(out) / "runs", Path(out) / "progression"
         report = Path(out) / "progression.md"
-    return Progression(path, steps, runs, reports, report)
+    return Progression(path, steps, runs, reports, report, _published(raw, path))
+
+
+PUBLISHED_KEYS = ("model", "paper", "data", "bleu", "scoring")
+
+
+def _published(raw: dict[str, Any], path: Path) -> list[dict[str, str]]:
+    """``published:``: results from the papers, each with every key of PUBLISHED_KEYS, or the
+    name of another progression file whose list to take."""
+    entries = raw.get("published") or []
+    if isinstance(entries, str):
+        return load_progression(path.parent / entries).published
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: published: must be a list, or another progression file")
+    for i, e in enumerate(entries, 1):
+        if not isinstance(e, dict) or set(e) != set(PUBLISHED_KEYS):
+            raise ConfigError(f"{path}: published entry {i} needs exactly the keys "
+                              f"{', '.join(PUBLISHED_KEYS)}")
+    return [{k: str(e[k]) for k in PUBLISHED_KEYS} for e in entries]
 
 
 def _step(entry: Any, path: Path, i: int) -> Step:
     where = f"{path}: step {i}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping (name, config, label, ...)")
+    entry = dict(entry)
+    if "overrides" in entry or not isinstance(entry.get("set", []), list):
+        raise ConfigError(f"{where} ({entry.get('name', '?')}): 'set' must be a list of "
+                          "KEY=VALUE strings")
+    if "set" in entry:
+        entry["overrides"] = tuple(str(kv) for kv in entry.pop("set"))
     fields = {f.name: f for f in dataclasses.fields(Step)}
     unknown = set(entry) - set(fields)
     missing = {n for n, f in fields.items() if f.default is dataclasses.MISSING} - set(entry)
@@ -130,15 +157,21 @@ def _step(entry: Any, path: Path, i: int) -> Step:
     for d in step.directions:
         if d.count("-") != 1 or len(set(d.split("-"))) != 2:
             raise ConfigError(f"{where} ({step.name}): direction {d!r} is not SRC-TGT")
+    if step.overrides:  # a misspelled key fails here, not hours into a sweep
+        try:
+            load_config(step.config, list(step.overrides))
+        except ConfigError as e:
+            raise ConfigError(f"{where} ({step.name}): set: {e}") from None
     return step
 
 
 def job_config(prog: Progression, job: Job, quick: bool, extra: list[str] | None = None
                ) -> Config:
-    """The job's config: the step's file with the budget, seed and direction (and, quick,
-    the tiny settings), then ``extra`` (``--set``)."""
+    """The job's config: the step's file with its ``set:`` lines, the budget, seed and
+    direction (and, quick, the tiny settings), then ``extra`` (``--set``)."""
     src, tgt = job.langs
     overrides = [
+        *job.step.overrides,
         f"train.max_updates={QUICK_UPDATES if quick else job.step.updates}",
         "train.max_minutes=null", f"train.seed={job.seed}",
         f"data.src_lang={src}", f"data.tgt_lang={tgt}", f"run_dir={prog.runs / job.id}",

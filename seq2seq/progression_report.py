@@ -5,11 +5,12 @@ and against training time. Nothing is recomputed; jobs still to run are listed."
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from seq2seq.progression import Job, Progression, read_results
+from seq2seq.progression import ATTENTION_FILE, Job, Progression, read_results
 from seq2seq.run import RunDir, write_text_atomic
 
 
@@ -112,6 +113,8 @@ def write_progression_report(prog: Progression) -> Path:
         learning_curves(curves, png)
         md += ["", "Validation BLEU against training time and against updates:", "",
                f"![learning curves]({png.name})"]
+    md += attention_section(prog, results)
+    md += published_section(prog)
     if pending:
         md += ["", "Still to run (`seq2seq reproduce " + prog.path.as_posix() + "`): "
                + ", ".join(_pending(j) for j in pending)]
@@ -122,3 +125,45 @@ def write_progression_report(prog: Progression) -> Path:
 
 def _pending(job: Job) -> str:
     return f"`{job.id}`"
+
+
+def attention_section(prog: Progression, results: dict[str, dict[str, Any]]) -> list[str]:
+    """One figure per sampled test sentence (``NAME_attention_LINE.png``): the attention of
+    every attention step's first finished de-en job (first seed) side by side, each over its
+    own greedy output."""
+    from seq2seq.plotting import attention_panels, plt
+
+    by_line: dict[int, list[tuple[str, list[str], list[str], Any]]] = {}
+    for step in prog.steps:
+        done = [j for j in prog.jobs(step.name) if j.id in results and j.direction == "de-en"]
+        path = prog.reports / done[0].id / ATTENTION_FILE if done else None
+        if path is None or not path.is_file():
+            continue
+        for sample in json.loads(path.read_text(encoding="utf-8")):
+            title = f"{step.name} ({sample['name']})" if sample["name"] != "attention" \
+                else step.name
+            by_line.setdefault(sample["line"], []).append(
+                (title, sample["source"], sample["output"], sample["weights"]))
+    if not by_line:
+        return []
+    md = ["", "Attention over the same test sentences (test_2016_flickr, greedy; each model "
+          "over its own output; the Transformer's last decoder layer, mean of its heads):", ""]
+    for line, panels in sorted(by_line.items()):
+        png = prog.report.with_name(f"{prog.report.stem}_attention_{line}.png")
+        fig = attention_panels(panels, title=f"test sentence {line + 1}")
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+        md.append(f"![attention, test sentence {line + 1}]({png.name})")
+    return md
+
+
+def published_section(prog: Progression) -> list[str]:
+    """The progression's ``published:`` results, with how each was scored."""
+    if not prog.published:
+        return []
+    md = ["", "Published results of the same families (other data, model sizes and scoring: "
+          "not comparable with the rows above, which all share one data set and one "
+          "scoring):", "", "| model | paper | data | BLEU | scored as |", "|---|---|---|---|---|"]
+    for p in prog.published:
+        md.append(f"| {p['model']} | {p['paper']} | {p['data']} | {p['bleu']} | {p['scoring']} |")
+    return md

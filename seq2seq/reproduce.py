@@ -33,10 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from seq2seq.config import Config
-from seq2seq.progression import QUICK_UPDATES, Job, Progression, job_config
+from seq2seq.progression import ATTENTION_FILE, QUICK_UPDATES, Job, Progression, job_config
 from seq2seq.run import RunDir, write_text_atomic
 
 EVALUATIONS = (("valid", 1), ("test", 1), ("test", 5))  # (split, beam) of every job
+# Test sentences (line numbers from 0) whose attention the report draws for every attention
+# model side by side: verb-final clauses and a prepositional phrase that English reorders.
+ATTENTION_LINES = (2, 24, 58)
 
 
 def trained(rd: RunDir, updates: int) -> bool:
@@ -87,6 +90,32 @@ def evaluate_job(rd: RunDir, device: str) -> list[dict[str, Any]]:
     return out
 
 
+def attention_samples(rd: RunDir, device: str) -> list[dict[str, Any]]:
+    """The greedy translations of :data:`ATTENTION_LINES` of the test split with the attention
+    that produced them (the RNN's; the Transformer's last decoder layer, mean of its heads):
+    ``[{line, source, output, name, weights (T, S)}]``, empty for a model without attention.
+    Lines past the end of a short test split (``--quick``) are replaced by the first ones."""
+    from seq2seq.data import load_split, split_name
+    from seq2seq.inference import Translator
+    from seq2seq.plotting import translation_maps
+
+    tr = Translator.from_run(rd.path, device=device)
+    src = load_split(tr.config.data, split_name(tr.config.data, "test"))["src"]
+    lines = [i for i in ATTENTION_LINES if i < len(src)] or list(range(min(3, len(src))))
+    decode = tr.decode.override(beam_size=1, n_best=1)
+    out = []
+    for i, nbest in zip(lines, tr.translate_nbest([src[i] for i in lines], decode)):
+        t = nbest[0]
+        maps = translation_maps(tr, t)
+        if not maps:  # no attention
+            return []
+        name, weights = list(maps.items())[-1]  # the last layer
+        out.append({"line": i, "source": tr.src_vocab.pieces(t.src_tokens) + ["</s>"],
+                    "output": tr.tgt_vocab.pieces(t.tokens) + ["</s>"], "name": name,
+                    "weights": [[round(x, 4) for x in row] for row in weights.tolist()]})
+    return out
+
+
 def _eval_stem(report: dict[str, Any]) -> str:
     from seq2seq.run import eval_name
 
@@ -114,12 +143,15 @@ def machine() -> dict[str, Any]:
 
 
 def collect_job(prog: Progression, job: Job, rd: RunDir, evaluations: list[dict[str, Any]],
-                quick: bool) -> Path:
-    """Copy the job's small results into its report directory and write ``result.json``."""
+                quick: bool, attention: list[dict[str, Any]] | None = None) -> Path:
+    """Copy the job's small results into its report directory, with ``attention.json``
+    (:func:`attention_samples`), and write ``result.json``."""
     out = prog.reports / job.id
     out.mkdir(parents=True, exist_ok=True)
     for f in rd.small_files():
         shutil.copyfile(f, out / f.name)
+    if attention is not None:
+        write_text_atomic(out / ATTENTION_FILE, json.dumps(attention) + "\n")
     summary = rd.read_summary() or {}
     valid = rd.records("valid")
     result = {
@@ -167,13 +199,23 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
         extra.append(f"train.device={device}")
     for job in prog.jobs(only):
         if (prog.reports / job.id / "result.json").is_file():
+            _add_attention(prog, job, device)
             continue
         updates = QUICK_UPDATES if quick else job.step.updates
         print(f"reproduce: {job.id} ({job.step.label}, {updates:,} updates)", flush=True)
         rd = train_job(prog, job, quick, extra, progress)
-        collect_job(prog, job, rd, evaluate_job(rd, device), quick)
+        collect_job(prog, job, rd, evaluate_job(rd, device), quick, attention_samples(rd, device))
         write_progression_report(prog)
     return write_progression_report(prog)
+
+
+def _add_attention(prog: Progression, job: Job, device: str) -> None:
+    """A job finished before its attention samples were kept gets them from its run, while
+    the run's checkpoint is still there."""
+    out = prog.reports / job.id / ATTENTION_FILE
+    rd = RunDir(prog.runs / job.id)
+    if not out.is_file() and rd.best.is_file():
+        write_text_atomic(out, json.dumps(attention_samples(rd, device)) + "\n")
 
 
 def plan_lines(prog: Progression, only: str | None = None, quick: bool = False,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from seq2seq.errors import ConfigError
-from seq2seq.progression import load_progression
+from seq2seq.progression import job_config, load_progression
 from seq2seq.reproduce import plan_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,17 +54,35 @@ def test_quick_runs_every_job_and_writes_the_report(quick):
             assert (prog.reports / job.id / name).is_file(), (job.id, name)
     assert not list(prog.reports.glob("*/*.pt"))  # no checkpoint among the committed results
     report = prog.report.read_text()
-    assert report.count("\n| ") == 8  # the header and 7 rows (one per step and direction)
+    measured = report.split("Published results")[0]
+    assert measured.count("\n| ") == 8  # the header and 7 rows (one per step and direction)
     assert "± " in report and "Noise level: the test BLEU (beam 5) of bahdanau de-en" in report
     assert "`--quick` results" in report
     assert (out / "progression_curves.png").stat().st_size > 0
     assert f"report: {prog.report}" in r.stdout
+    # attention of the same test sentence for every attention model, none for Sutskever/Cho
+    assert json.loads((prog.reports / "sutskever.de-en.s1234" / "attention.json").read_text()) \
+        == []
+    for job in ("bahdanau.de-en.s1234", "transformer.de-en.s1234"):
+        (sample,) = json.loads((prog.reports / job / "attention.json").read_text())
+        assert sample["line"] == 2 and sample["source"][-1] == "</s>"
+        assert len(sample["weights"]) == len(sample["output"])
+        assert all(len(row) == len(sample["source"]) and abs(sum(row) - 1) < 1e-2
+                   for row in sample["weights"])
+    assert sample["name"] == "layer 3, mean of 4 heads"  # the Transformer's last layer
+    assert "![attention, test sentence 3](progression_attention_2.png)" in report
+    assert (out / "progression_attention_2.png").stat().st_size > 0
+    assert "| Transformer base / big | Vaswani et al. 2017 |" in report  # published results
 
 
 def test_a_second_call_skips_what_is_done(quick):
     out, _ = quick
+    kept = out / "progression" / "luong_general.de-en.s1234" / "attention.json"
+    before = kept.read_text()
+    kept.unlink()  # a job finished before attention samples were kept
     r = reproduce(PROGRESSION, out=out)
     assert r.returncode == 0 and "reproduce: " not in r.stdout  # nothing trained again
+    assert kept.read_text() == before  # taken from the run's checkpoint
 
 
 def test_a_stopped_run_is_continued_and_the_same_seed_gives_the_same_result(quick, tmp_path):
@@ -112,6 +130,10 @@ def test_plan_lists_done_and_left_with_an_estimate(quick):
      "directions: [de]}]\n", "direction 'de' is not SRC-TGT"),
     ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, updates: 5, "
      "colour: red}]\n", r"unknown key\(s\) colour"),
+    ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, updates: 5, "
+     "set: model.init=xavier}]\n", "'set' must be a list of KEY=VALUE"),
+    ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, updates: 5, "
+     "set: [model.colour=red]}]\n", r"\(a\): set: .*model\.colour"),
 ])
 def test_a_bad_progression_is_one_line(text, match):
     path = ROOT / "configs" / "_test_progression.yaml"
@@ -127,3 +149,19 @@ def test_a_bad_progression_is_one_line(text, match):
 def test_only_names_a_step():
     with pytest.raises(ConfigError, match="--only nope: no such step"):
         load_progression(PROGRESSION).jobs("nope")
+
+
+def test_a_step_sets_config_values_before_the_budget_and_seed(tmp_path):
+    # An ablation is a step with `set:` lines; the budget, seed and direction still come last.
+    path = ROOT / "configs" / "_test_progression.yaml"
+    path.write_text("steps: [{name: a, config: multi30k/bahdanau.yaml, label: x, year: 1, "
+                    "paper: p, updates: 7, set: [model.init=xavier, train.max_updates=99]}]\n")
+    try:
+        prog = load_progression(path, out=tmp_path)
+    finally:
+        path.unlink()
+    (job,) = prog.jobs()
+    cfg = job_config(prog, job, quick=False)
+    assert job.step.overrides == ("model.init=xavier", "train.max_updates=99")
+    assert cfg.model.init == "xavier" and cfg.model.decoder_start == "backward"
+    assert cfg.train.max_updates == 7
