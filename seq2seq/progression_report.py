@@ -40,18 +40,34 @@ def noise_level(prog: Progression, results: dict[str, dict[str, Any]]) -> tuple[
     return None
 
 
-def _row(results: list[dict[str, Any]], noise: float | None) -> str:
+def steady_speed(reports: Path, result: dict[str, Any]) -> tuple[float, float]:
+    """(training minutes, tokens/s) of a job at its steady pace: the median over the 10-update
+    windows of its training log, so that a pause or another load on the machine does not count
+    (the measured totals stay in ``result.json``); the measured figures when the log has no
+    windows."""
+    rows = RunDir(reports / result["job"]).records("train")
+    per_update, rates = [], []
+    for a, b in zip(rows, rows[1:]):
+        if b["update"] > a["update"] and b["train_s"] > a["train_s"]:
+            per_update.append((b["train_s"] - a["train_s"]) / (b["update"] - a["update"]))
+            rates.append(b["tokens_per_s"])
+    if not per_update:
+        return result["train_minutes"], result["tokens_per_s"] or 0.0
+    return statistics.median(per_update) * result["updates"] / 60, statistics.median(rates)
+
+
+def _row(reports: Path, results: list[dict[str, Any]], noise: float | None) -> str:
     r = results[0]
     m = r["machine"]
     kind = "AVX-512 bf16" if "avx512_bf16" in m["cpu_flags"] else (
         "AVX-512" if "avx512f" in m["cpu_flags"] else "AVX2")
     where = m["cuda"] or f"{kind} CPU, {m['threads']} threads"
-    minutes = statistics.mean(x["train_minutes"] for x in results)
+    speeds = [steady_speed(reports, x) for x in results]
     cells = [
         r["label"], str(r["year"]), r["paper"], r["attention"] or "–", r["direction"],
         f"{len(results)}", f"{r['parameters']:,}", f"{r['updates']:,}",
-        f"{minutes:.1f} ({where}, {r['precision']})",
-        f"{statistics.mean(x['tokens_per_s'] for x in results):,.0f}",
+        f"{statistics.mean(s[0] for s in speeds):.1f} ({where}, {r['precision']})",
+        f"{statistics.mean(s[1] for s in speeds):,.0f}",
         _mean_sd([x["best_valid_bleu"] for x in results if x["best_valid_bleu"] is not None]),
         _mean_sd(_score(results, "test", 1, "bleu")),
         _mean_sd(_score(results, "test", 5, "bleu"))
@@ -80,7 +96,12 @@ def table(prog: Progression, results: dict[str, dict[str, Any]]) -> list[str]:
             done = [results[j.id] for j in prog.jobs(step.name)
                     if j.direction == direction and j.id in results]
             if done:
-                lines.append(_row(done, noise[1] if noise else None))
+                lines.append(_row(prog.reports, done, noise[1] if noise else None))
+    lines += ["", "Training minutes and tokens/s (source + target) are at each run's steady pace: "
+              "the median over the 10-update windows of its training log, times its updates, "
+              "so that pauses and other load on the machine do not count; validation and "
+              "evaluation are not included. The measured totals are in each run's "
+              "`result.json`."]
     return lines
 
 
