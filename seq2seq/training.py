@@ -120,10 +120,8 @@ def load_training_data(cfg: Config, vocabs: tuple[Vocab, Vocab] | None = None,
     if d.format != "hub":  # a missing file is reported before a long encoding, not after
         for name in (d.splits.train, d.splits.valid):
             split_files(d, name)
-    valid_ds = load_split(d, d.splits.valid)
-    if t.valid_max_sentences:
-        valid_ds = valid_ds.select(range(min(t.valid_max_sentences, len(valid_ds))))
-    valid_src, valid_tgt = valid_ds["src"], valid_ds["tgt"]
+    valid_ds, n = load_split(d, d.splits.valid), t.valid_max_sentences  # None: every sentence
+    valid_src, valid_tgt = valid_ds.src[:n], valid_ds.tgt[:n]
     split, limit = d.splits.train, d.max_sentences
     data_key = f"{fingerprint(d, split)}:{limit}"
     src_vocab, tgt_vocab = vocabs or train_or_load_stream(

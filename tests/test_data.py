@@ -2,6 +2,8 @@ import gzip
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import datasets
 import pytest
@@ -20,6 +22,20 @@ def test_local_directory(tmp_path, gz):
     ds = load_split(DataConfig(path=str(tmp_path)), "train")
     assert ds["src"] == [p[0] for p in PAIRS]
     assert ds["tgt"] == [p[1] for p in PAIRS]
+
+
+def test_the_file_formats_leave_hugging_face_datasets_unimported(tmp_path):
+    # `datasets` brings about 100 MB of libraries (Arrow, pandas) into a process: only the hub
+    # needs it, so training and evaluation on files never import it.
+    write_parallel(tmp_path, "train", PAIRS)
+    code = ("import sys, seq2seq.training, seq2seq.evaluate, seq2seq.reproduce\n"
+            "from seq2seq.config import DataConfig\nfrom seq2seq.data import load_split\n"
+            f"split = load_split(DataConfig(path={str(tmp_path)!r}), 'train')\n"
+            "assert len(split) == len(split['src']) > 0\n"
+            "print(sorted(m for m in ('datasets', 'pandas', 'pyarrow') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert r.stdout.strip() == "[]"
 
 
 def test_local_direction_is_a_config_line(tmp_path):
