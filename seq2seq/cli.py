@@ -235,8 +235,8 @@ def translate(
     command suits both pipes and interactive use. An empty line gives an empty line; a line
     that is not UTF-8 gives an empty line and a warning on standard error; a line longer than
     decode.max_input_len subwords (by default data.max_len) is cut, with a warning naming it.
-    With --n-best N every input line gives exactly N lines SCORE<TAB>TRANSLATION, best first
-    (empty fields for an empty input line)."""
+    With --n-best N (or the run's decode.n_best) above 1 every input line gives exactly N
+    lines SCORE<TAB>TRANSLATION, best first (empty fields for an empty input line)."""
     from seq2seq.streaming import translate_stream
 
     tr = _translator(run, checkpoint, device, batch_size, beam, alpha, length_penalty, n_best,
@@ -246,7 +246,11 @@ def translate(
         from seq2seq.plotting import AttentionPlotter
 
         plotter = AttentionPlotter(tr, plot_attention, head=head)
-    translate_stream(tr, sys.stdin.buffer, sys.stdout, n_best=n_best, plotter=plotter)
+    # the n-best format follows the search's n_best, as eval's n-best file does: --n-best, or
+    # the run's decode.n_best when the flag is not given
+    n = tr.decode.n_best
+    translate_stream(tr, sys.stdin.buffer, sys.stdout, n_best=n if n > 1 else None,
+                     plotter=plotter)
 
 
 @app.command()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "multi30k" / "bahdanau.yaml"
@@ -196,6 +197,21 @@ def test_translate_nbest_and_attention_plots(trained_run, tmp_path):
     assert scores == sorted(scores, reverse=True)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["00001.png", "00003.png"]
     assert (tmp_path / "plots" / "00001.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_translate_follows_the_runs_n_best_unless_the_flag_says_otherwise(trained_run, tmp_path):
+    # decode.n_best in the run's config decides the output, as it does eval's n-best file
+    copy = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(trained_run), str(copy)], check=True)
+    payload = torch.load(copy / "best.pt", weights_only=True)  # the config inference reads
+    payload["config"]["decode"].update(beam_size=2, n_best=2)
+    torch.save(payload, copy / "best.pt")
+    r = cli("translate", "--run", copy, stdin=b"Ein Hund.\n")
+    assert r.returncode == 0, r.stderr.decode()
+    assert [line.count("\t") for line in r.stdout.decode().splitlines()] == [1, 1]
+    r = cli("translate", "--run", copy, "--n-best", "1", stdin=b"Ein Hund.\n")
+    assert r.returncode == 0 and len(r.stdout.decode().splitlines()) == 1
+    assert "\t" not in r.stdout.decode()
 
 
 def test_average_and_resume(trained_run, tmp_path):
