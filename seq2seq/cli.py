@@ -366,6 +366,11 @@ def reproduce(
         list[str] | None, typer.Option("--set", "-s", help="KEY=VALUE for every run's config "
                                        "(e.g. data.path=...); repeatable.")
     ] = None,
+    verify: Annotated[
+        str | None, typer.Option("--verify", help="Train this finished step again from scratch "
+                                 "and compare its scores with the kept results (exit status 1 "
+                                 "if any differs).")
+    ] = None,
     device: DeviceOpt = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
@@ -374,7 +379,7 @@ def reproduce(
     beam 5; sacreBLEU cased, and 13a lowercased beside it), copy the small results under the
     progression's reports directory and rebuild its Markdown report."""
     from seq2seq.progression import load_progression
-    from seq2seq.reproduce import plan_lines, run_progression
+    from seq2seq.reproduce import plan_lines, run_progression, verify_step
 
     if quick and out is None:
         out = Path("runs/progression-quick")
@@ -382,6 +387,13 @@ def reproduce(
     if plan:
         for line in plan_lines(prog, only, quick, list(set_ or [])):
             typer.echo(line)
+        return
+    if verify is not None:
+        ok, lines = verify_step(prog, verify, quick, device, list(set_ or []), progress)
+        for line in lines:
+            typer.echo(line)
+        if not ok:
+            raise typer.Exit(1)
         return
     report = run_progression(prog, only, quick, device, list(set_ or []), progress)
     typer.echo(f"report: {report}")

@@ -218,6 +218,46 @@ def _add_attention(prog: Progression, job: Job, device: str) -> None:
         write_text_atomic(out, json.dumps(attention_samples(rd, device)) + "\n")
 
 
+SCORES = ("bleu", "bleu_13a_lc", "chrf")  # what --verify compares, per evaluation
+
+
+def verify_step(prog: Progression, name: str, quick: bool = False, device: str = "auto",
+                extra: list[str] | None = None, progress: bool = True) -> tuple[bool, list[str]]:
+    """Train the finished jobs of step ``name`` again from scratch (into ``RUNS/verify/JOB``),
+    evaluate them alike and compare every score with the kept ``result.json``: (all equal,
+    a line per job and any score that differs). Equal is expected on a machine of the kind
+    and precision the result names; another CPU kind or thread count may round otherwise."""
+    from seq2seq.training import train
+
+    extra = list(extra or []) + ([f"train.device={device}"] if device != "auto" else [])
+    ok, lines = True, []
+    for job in prog.jobs(name):
+        kept = prog.reports / job.id / "result.json"
+        if not kept.is_file():
+            ok = False
+            lines.append(f"  not done {job.id}: no result to compare with (run it first)")
+            continue
+        before = json.loads(kept.read_text(encoding="utf-8"))
+        cfg = dataclasses.replace(job_config(prog, job, quick, extra),
+                                  run_dir=str(prog.runs / "verify" / job.id))
+        print(f"verify: {job.id}: training again into {cfg.run_dir}", flush=True)
+        train(cfg, overwrite=True, progress=progress)
+        after = evaluate_job(RunDir(cfg.run_dir), device)
+        diffs = [f"{a['split']} beam {a['beam']} {k}: {b[k]} then, {a[k]} now"
+                 for a, b in zip(after, before["evaluations"]) for k in SCORES if a[k] != b[k]]
+        ok = ok and not diffs
+        lines.append(f"  {'same' if not diffs else 'DIFFERS'}  {job.id}: "
+                     f"{len(after) * len(SCORES)} scores compared")
+        lines += [f"    {d}" for d in diffs]
+        here, then = machine(), before["machine"]
+        if diffs and (here["cpu_flags"], here["threads"]) != (then["cpu_flags"],
+                                                              then["threads"]):
+            lines.append(f"    (measured on {then['cpu']} {then['cpu_flags']}, "
+                         f"{then['threads']} threads; here {here['cpu']} {here['cpu_flags']}, "
+                         f"{here['threads']} threads)")
+    return ok, lines
+
+
 def plan_lines(prog: Progression, only: str | None = None, quick: bool = False,
                extra: list[str] | None = None) -> list[str]:
     """What is done and what is left, with the training time left estimated from a timing of

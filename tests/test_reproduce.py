@@ -97,10 +97,20 @@ def test_a_stopped_run_is_continued_and_the_same_seed_gives_the_same_result(quic
     assert r.returncode == 0 and f"reproduce: {job}: continuing from" in r.stdout
     after = json.loads((prog.reports / job / "result.json").read_text())
     assert after["evaluations"] == before["evaluations"]
-    again = reproduce(PROGRESSION, "--only", "cho", out=tmp_path)  # from scratch, elsewhere
-    assert again.returncode == 0
-    fresh = json.loads((tmp_path / "progression" / job / "result.json").read_text())
-    assert fresh["evaluations"] == before["evaluations"]  # same seed, same test BLEU
+    again = reproduce(PROGRESSION, "--verify", "cho", out=out)  # from scratch, compared
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"  same  {job}: 9 scores compared" in again.stdout  # same seed, same test BLEU
+    assert (prog.runs / "verify" / job / "best.pt").is_file()
+    kept = prog.reports / job / "result.json"
+    changed = json.loads(kept.read_text())
+    changed["evaluations"][2]["bleu"] += 1.0
+    kept.write_text(json.dumps(changed))
+    try:
+        r = reproduce(PROGRESSION, "--verify", "cho", out=out)
+    finally:
+        kept.write_text(json.dumps(after))
+    assert r.returncode == 1 and f"  DIFFERS  {job}" in r.stdout
+    assert "    test beam 5 bleu: " in r.stdout
 
 
 def test_plan_lists_done_and_left_with_an_estimate(quick):
