@@ -128,12 +128,16 @@ def write_progression_report(prog: Progression) -> Path:
     md += table(prog, results) + ["", "Scores (sacreBLEU):", ""] + signatures(results)
     if results:
         # a job's report directory holds the small files of its run: read it as one
-        curves = {job_id: RunDir(prog.reports / job_id).records("valid") for job_id in results}
+        curves = {}
+        for job_id, result in results.items():  # time at the run's steady pace, as the table
+            per_update = steady_speed(prog.reports, result)[0] * 60 / max(result["updates"], 1)
+            curves[job_id] = [{**r, "train_s": r["update"] * per_update}
+                              for r in RunDir(prog.reports / job_id).records("valid")]
         png = prog.report.with_name(f"{prog.report.stem}_curves.png")
         png.parent.mkdir(parents=True, exist_ok=True)
         learning_curves(curves, png)
-        md += ["", "Validation BLEU against training time and against updates:", "",
-               f"![learning curves]({png.name})"]
+        md += ["", "Validation BLEU against training time (at each run's steady pace, as in the "
+               "table) and against updates:", "", f"![learning curves]({png.name})"]
     md += attention_section(prog, results)
     md += published_section(prog)
     if pending:
