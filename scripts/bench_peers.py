@@ -118,8 +118,8 @@ ONMT_MODELS = {
     # next step), seq2seq's is Bahdanau's (attention from s_{i-1}, the context c_i into the GRU
     # step); both GRUs take 512 inputs. seq2seq's output layer also reads the previous target
     # embedding (768 -> 256, +65,536 parameters); the bridge from the encoder's final states to
-    # s_0 is ReLU(W h) per direction here (128 -> 128), tanh(W h) on both (256 -> 256, +49,280)
-    # in seq2seq.
+    # s_0 is ReLU(W h) per direction here (128 -> 128 twice), tanh(W_s h<-_1) from the backward
+    # direction in seq2seq's bahdanau.yaml (128 -> 256): the same 33,024 parameters.
     "bahdanau": {
         "encoder_type": "brnn", "decoder_type": "rnn", "rnn_type": "GRU", "enc_layers": 1,
         "dec_layers": 1, "global_attention": "mlp", "input_feed": 1, "bridge": True,

@@ -77,6 +77,8 @@ def _translator(run: Path, checkpoint: str, device: str, batch_size: int | None,
     from seq2seq.inference import Translator
 
     tr = Translator.from_run(run, checkpoint=checkpoint, device=device, quantize=quantize)
+    if n_best is None and beam is not None:  # a narrower beam than the run's n-best list
+        n_best = min(tr.config.decode.n_best, beam)
     tr.decode = tr.config.decode.override(
         batch_size=batch_size, beam_size=beam, alpha=alpha, length_penalty=length_penalty,
         n_best=n_best, hard_attention=hard_attention)

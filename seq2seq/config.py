@@ -244,7 +244,8 @@ class ModelConfig:
     # initialisation: xavier (Xavier-uniform matrices, zero biases: every family's default);
     # uniform (every parameter from U(-init_range, init_range): Sutskever et al. 0.08, Luong et
     # al. 0.1); gaussian (matrices from N(0, init_range^2), recurrent matrices orthogonal, zero
-    # biases: Bahdanau et al. 0.01)
+    # biases, additive attention's W_a, U_a from N(0, 0.001^2) and v_a zero: Bahdanau et al. and
+    # Cho et al. 0.01)
     init: Literal["xavier", "uniform", "gaussian"] = "xavier"
     init_range: float = 0.1
     forget_bias: float = 0.0  # LSTM: the forget gate's initial bias (1.0 is the common choice)
@@ -282,8 +283,13 @@ class ModelConfig:
                 f"model.decoder_start: final needs the encoder's final state "
                 f"({self.encoder_output_size}) to be as large as the decoder's hidden_size "
                 f"({self.hidden_size}); use bridge")
-        if start == "backward" and not self.bidirectional:
-            raise ConfigError("model.decoder_start: backward needs bidirectional: true")
+        if start != "bridge" and self.arch != "rnn":
+            raise ConfigError(f"model.decoder_start: {start} is for arch: rnn (the Transformer's "
+                              "decoder has no start state)")
+        if start == "backward" and not (self.bidirectional and not self.reverse_source):
+            raise ConfigError("model.decoder_start: backward needs bidirectional: true and "
+                              "reverse_source: false (the backward direction's state at the "
+                              "first source word)")
         if start == "summary" and self.decoder != "cho":
             raise ConfigError("model.decoder_start: summary is for decoder: cho (the only one "
                               "with a fixed context)")

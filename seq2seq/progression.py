@@ -88,11 +88,8 @@ class Progression:
 def load_progression(path: Path, out: Path | None = None) -> Progression:
     """Read and check a progression file; ``out`` puts runs and reports under one directory."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read the progression ({one_line(e)})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list) or not raw["steps"]:
+    raw = _read_yaml(path)
+    if not isinstance(raw.get("steps"), list) or not raw["steps"]:
         raise ConfigError(f"{path}: needs a list of steps under 'steps:'")
     unknown = set(raw) - {"steps", "runs", "reports", "report", "published"}
     if unknown:
@@ -119,7 +116,13 @@ def _published(raw: dict[str, Any], path: Path) -> list[dict[str, str]]:
     name of another progression file whose list to take."""
     entries = raw.get("published") or []
     if isinstance(entries, str):
-        return load_progression(path.parent / entries).published
+        other = path.parent / entries
+        if other.resolve() == path.resolve():
+            raise ConfigError(f"{path}: published: names this file itself")
+        other_raw = _read_yaml(other)
+        if isinstance(other_raw.get("published"), str):
+            raise ConfigError(f"{path}: published: {entries} must list the results itself")
+        return _published(other_raw, other)
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: published: must be a list, or another progression file")
     for i, e in enumerate(entries, 1):
@@ -129,12 +132,25 @@ def _published(raw: dict[str, Any], path: Path) -> list[dict[str, str]]:
     return [{k: str(e[k]) for k in PUBLISHED_KEYS} for e in entries]
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the progression ({one_line(e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: needs a list of steps under 'steps:'")
+    return raw
+
+
 def _step(entry: Any, path: Path, i: int) -> Step:
     where = f"{path}: step {i}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping (name, config, label, ...)")
     entry = dict(entry)
-    if "overrides" in entry or not isinstance(entry.get("set", []), list):
+    if "overrides" in entry:
+        raise ConfigError(f"{where} ({entry.get('name', '?')}): unknown key(s) overrides "
+                          "(config values go under 'set:')")
+    if not isinstance(entry.get("set", []), list):
         raise ConfigError(f"{where} ({entry.get('name', '?')}): 'set' must be a list of "
                           "KEY=VALUE strings")
     if "set" in entry:

@@ -41,10 +41,10 @@ def noise_level(prog: Progression, results: dict[str, dict[str, Any]]) -> tuple[
 
 
 def steady_speed(reports: Path, result: dict[str, Any]) -> tuple[float, float]:
-    """(training minutes, tokens/s) of a job at its steady pace: the median over the 10-update
-    windows of its training log, so that a pause or another load on the machine does not count
-    (the measured totals stay in ``result.json``); the measured figures when the log has no
-    windows."""
+    """(training minutes, tokens/s) of a job at its steady pace: the median over the windows
+    of its training log (``train.log_every`` updates each), so that a pause or another load on
+    the machine does not count (the measured totals stay in ``result.json``); the measured
+    figures when the log has no windows."""
     rows = RunDir(reports / result["job"]).records("train")
     per_update, rates = [], []
     for a, b in zip(rows, rows[1:]):
@@ -98,7 +98,8 @@ def table(prog: Progression, results: dict[str, dict[str, Any]]) -> list[str]:
             if done:
                 lines.append(_row(prog.reports, done, noise[1] if noise else None))
     lines += ["", "Training minutes and tokens/s (source + target) are at each run's steady pace: "
-              "the median over the 10-update windows of its training log, times its updates, "
+              "the median over the windows of its training log (`train.log_every` updates "
+              "each), times its updates, "
               "so that pauses and other load on the machine do not count; validation and "
               "evaluation are not included. The measured totals are in each run's "
               "`result.json`."]

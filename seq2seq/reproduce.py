@@ -11,8 +11,10 @@ and paper, a budget in updates (the same result on every machine), the seeds and
    test split greedily and with beam 5, sacreBLEU cased and detokenized, plus BLEU with
    ``--tokenize 13a --lowercase`` for comparison with papers that report that;
 3. copy the small results (resolved config, metrics log, summary, evaluation reports and
-   hypotheses) into ``REPORTS/JOB/`` with ``result.json`` (scores, timing, the machine's CPU,
-   precision and threads), written last: a job is done when its ``result.json`` exists.
+   hypotheses, ``attention.json``: the attention over three fixed test sentences) into
+   ``REPORTS/JOB/`` with ``result.json`` (scores, timing, the machine's CPU, precision and
+   threads), written last: a job is done when its ``result.json`` exists and came from the
+   job's config as it is now (one from another config is trained again).
 
 Then ``REPORTS.md`` is rebuilt from every ``result.json`` (``seq2seq/progression_report.py``),
 so a sweep can be spread over days and machines: commit ``REPORTS/`` and continue elsewhere.
@@ -32,13 +34,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seq2seq.config import Config
+from seq2seq.config import Config, load_config
+from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.progression import ATTENTION_FILE, QUICK_UPDATES, Job, Progression, job_config
 from seq2seq.run import RunDir, write_text_atomic
 
 EVALUATIONS = (("valid", 1), ("test", 1), ("test", 5))  # (split, beam) of every job
 # Test sentences (line numbers from 0) whose attention the report draws for every attention
-# model side by side: verb-final clauses and a prepositional phrase that English reorders.
+# model side by side: a verb before its object phrase, a verb-final subordinate clause
+# ("während ein Mann sie fotografiert"), a short plain one.
 ATTENTION_LINES = (2, 24, 58)
 
 
@@ -48,13 +52,53 @@ def trained(rd: RunDir, updates: int) -> bool:
     return bool(summary) and "stopped_by" not in summary and summary["updates"] >= updates
 
 
+# Where and how fast a job runs, not what it computes: a difference here does not make its
+# run or results stale (another machine, its data elsewhere, a GPU).
+PLACE_KEYS = ("run_dir", "data.path", "data.fetch", "train.device", "train.num_threads")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def config_differences(before: Config, now: Config) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs, except
+    :data:`PLACE_KEYS`, as ``key: before -> now``."""
+    a, b = _flat(before.to_dict()), _flat(now.to_dict())
+    return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(a.keys() | b.keys())
+            if k not in PLACE_KEYS and a.get(k) != b.get(k)]
+
+
+def stale_result(prog: Progression, job: Job, cfg: Config) -> list[str] | None:
+    """None when the job has no kept result; else how the config it was made with differs from
+    the job's config now (empty: current)."""
+    kept = prog.reports / job.id
+    if not (kept / "result.json").is_file():
+        return None
+    try:
+        return config_differences(load_config(kept / "config.yaml"), cfg)
+    except Seq2SeqError as e:  # missing or unreadable: the result cannot be vouched for
+        return [f"config.yaml ({one_line(e)})"]
+
+
 def train_job(prog: Progression, job: Job, quick: bool, extra: list[str], progress: bool
               ) -> RunDir:
-    """Train the job, or continue it from the checkpoint a stopped sweep left."""
+    """Train the job, or continue it from the checkpoint a stopped sweep left; a run left from
+    another config is started again."""
     from seq2seq.training import train
 
     cfg = job_config(prog, job, quick, extra)
     rd = RunDir(cfg.run_dir)
+    changed = config_differences(rd.read_config(), cfg) if rd.config_path.is_file() else []
+    if changed:
+        print(f"reproduce: {job.id}: {rd.path} was trained with another config "
+              f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}): starting again",
+              flush=True)
+        train(cfg, overwrite=True, progress=progress)
+        return rd
     if trained(rd, cfg.train.max_updates):
         return rd
     if rd.last.is_file():
@@ -94,7 +138,8 @@ def attention_samples(rd: RunDir, device: str) -> list[dict[str, Any]]:
     """The greedy translations of :data:`ATTENTION_LINES` of the test split with the attention
     that produced them (the RNN's; the Transformer's last decoder layer, mean of its heads):
     ``[{line, source, output, name, weights (T, S)}]``, empty for a model without attention.
-    Lines past the end of a short test split (``--quick``) are replaced by the first ones."""
+    Lines past the end of the test split and empty lines are left out; the first three lines
+    stand in when none is left (``--quick``'s short split)."""
     from seq2seq.data import load_split, split_name
     from seq2seq.inference import Translator
     from seq2seq.plotting import translation_maps
@@ -102,6 +147,7 @@ def attention_samples(rd: RunDir, device: str) -> list[dict[str, Any]]:
     tr = Translator.from_run(rd.path, device=device)
     src = load_split(tr.config.data, split_name(tr.config.data, "test"))["src"]
     lines = [i for i in ATTENTION_LINES if i < len(src)] or list(range(min(3, len(src))))
+    lines = [i for i in lines if src[i].strip()]
     decode = tr.decode.override(beam_size=1, n_best=1)
     out = []
     for i, nbest in zip(lines, tr.translate_nbest([src[i] for i in lines], decode)):
@@ -198,9 +244,14 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
     if device != "auto":
         extra.append(f"train.device={device}")
     for job in prog.jobs(only):
-        if (prog.reports / job.id / "result.json").is_file():
+        stale = stale_result(prog, job, job_config(prog, job, quick, extra))
+        if stale == []:
             _add_attention(prog, job, device)
             continue
+        if stale:
+            print(f"reproduce: {job.id}: its kept result came from another config "
+                  f"({'; '.join(stale[:3])}{'; ...' if len(stale) > 3 else ''})", flush=True)
+            (prog.reports / job.id / "result.json").unlink()
         updates = QUICK_UPDATES if quick else job.step.updates
         print(f"reproduce: {job.id} ({job.step.label}, {updates:,} updates)", flush=True)
         rd = train_job(prog, job, quick, extra, progress)
@@ -242,19 +293,25 @@ def verify_step(prog: Progression, name: str, quick: bool = False, device: str =
                                   run_dir=str(prog.runs / "verify" / job.id))
         print(f"verify: {job.id}: training again into {cfg.run_dir}", flush=True)
         train(cfg, overwrite=True, progress=progress)
-        after = evaluate_job(RunDir(cfg.run_dir), device)
-        diffs = [f"{a['split']} beam {a['beam']} {k}: {b[k]} then, {a[k]} now"
-                 for a, b in zip(after, before["evaluations"]) for k in SCORES if a[k] != b[k]]
+        after = {(e["split"], e["beam"]): e for e in evaluate_job(RunDir(cfg.run_dir), device)}
+        then = {(e["split"], e["beam"]): e for e in before["evaluations"]}
+        diffs = [f"{split} beam {beam}: not in the kept result" for split, beam in after
+                 if (split, beam) not in then]
+        diffs += [f"{split} beam {beam} {k}: {then[split, beam][k]} then, {e[k]} now"
+                  for (split, beam), e in after.items() if (split, beam) in then
+                  for k in SCORES if e[k] != then[split, beam][k]]
+        if before.get("quick", False) != quick:
+            diffs.append(f"the kept result is {'' if before.get('quick') else 'not '}--quick")
         ok = ok and not diffs
         lines.append(f"  {'same' if not diffs else 'DIFFERS'}  {job.id}: "
                      f"{len(after) * len(SCORES)} scores compared")
         lines += [f"    {d}" for d in diffs]
-        here, then = machine(), before["machine"]
-        if diffs and (here["cpu_flags"], here["threads"]) != (then["cpu_flags"],
-                                                              then["threads"]):
-            lines.append(f"    (measured on {then['cpu']} {then['cpu_flags']}, "
-                         f"{then['threads']} threads; here {here['cpu']} {here['cpu_flags']}, "
-                         f"{here['threads']} threads)")
+        here, kept_on = machine(), before["machine"]
+        if diffs and (here["cpu_flags"], here["threads"]) != (kept_on["cpu_flags"],
+                                                              kept_on["threads"]):
+            lines.append(f"    (kept from {kept_on['cpu']} {kept_on['cpu_flags']}, "
+                         f"{kept_on['threads']} threads; here {here['cpu']} "
+                         f"{here['cpu_flags']}, {here['threads']} threads)")
     return ok, lines
 
 
@@ -262,22 +319,25 @@ def plan_lines(prog: Progression, only: str | None = None, quick: bool = False,
                extra: list[str] | None = None) -> list[str]:
     """What is done and what is left, with the training time left estimated from a timing of
     each step's updates on this machine (3 updates after a warm-up)."""
-    done = {j.id for j in prog.jobs() if (prog.reports / j.id / "result.json").is_file()}
     lines, total, timed = [], 0.0, {}
     for job in prog.jobs(only):
         cfg = job_config(prog, job, quick, extra)
         rd = RunDir(cfg.run_dir)
-        if job.id in done:
+        stale = stale_result(prog, job, cfg)
+        if stale == []:
             lines.append(f"  done     {job.id}")
             continue
-        at = max((r["update"] for r in rd.records("train")), default=0) if rd.last.is_file() \
-            else 0
+        # a result or run made with another config is done again from the start
+        redo = bool(stale) or (rd.config_path.is_file()
+                               and bool(config_differences(rd.read_config(), cfg)))
+        at = max((r["update"] for r in rd.records("train")), default=0) \
+            if rd.last.is_file() and not redo else 0
         key = (job.step.name, job.direction)
         if key not in timed:
             timed[key] = seconds_per_update(cfg)
         left = (cfg.train.max_updates - at) * timed[key]
         total += left
-        state = f"at update {at:,}" if at else "to do"
+        state = "stale" if redo else f"at update {at:,}" if at else "to do"
         lines.append(f"  {state:<8} {job.id}: {cfg.train.max_updates - at:,} updates x "
                      f"{timed[key]:.2f} s = {left / 60:.0f} min")
     lines.append(f"training left: about {total / 3600:.1f} h on this machine, plus evaluation "

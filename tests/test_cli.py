@@ -209,9 +209,10 @@ def test_translate_follows_the_runs_n_best_unless_the_flag_says_otherwise(traine
     r = cli("translate", "--run", copy, stdin=b"Ein Hund.\n")
     assert r.returncode == 0, r.stderr.decode()
     assert [line.count("\t") for line in r.stdout.decode().splitlines()] == [1, 1]
-    r = cli("translate", "--run", copy, "--n-best", "1", stdin=b"Ein Hund.\n")
-    assert r.returncode == 0 and len(r.stdout.decode().splitlines()) == 1
-    assert "\t" not in r.stdout.decode()
+    for flags in (["--n-best", "1"], ["--beam", "1"]):  # a greedy search keeps one
+        r = cli("translate", "--run", copy, *flags, stdin=b"Ein Hund.\n")
+        assert r.returncode == 0 and len(r.stdout.decode().splitlines()) == 1, flags
+        assert "\t" not in r.stdout.decode()
 
 
 def test_average_and_resume(trained_run, tmp_path):

@@ -288,6 +288,9 @@ def test_decoder_start_backward_and_summary():
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model.decoder_start=final", "model.encoder_hidden_size=8"], "final needs the encoder"),
     (["model.decoder_start=backward", "model.bidirectional=false"], "backward needs bidirect"),
+    (["model.decoder_start=backward", "model.reverse_source=true"], "reverse_source: false"),
+    (["model.decoder_start=final", "model.arch=transformer", "model.attention.score=scaled_dot"],
+     "final is for arch: rnn"),
     (["model.decoder_start=summary"], "summary is for decoder: cho"),
     (["model.decoder_start=first"], "decoder_start"),
 ])

@@ -113,6 +113,21 @@ def test_a_stopped_run_is_continued_and_the_same_seed_gives_the_same_result(quic
     assert "    test beam 5 bleu: " in r.stdout
 
 
+def test_a_result_from_another_config_is_made_again(quick, tmp_path):
+    # the job id stays, the config changed (here by --set): the kept result and the run are
+    # stale, and the job is trained again from the start
+    job = "cho.de-en.s1234"
+    assert reproduce(PROGRESSION, "--only", "cho", out=tmp_path).returncode == 0
+    r = reproduce(PROGRESSION, "--only", "cho", "--set", "model.dropout=0.3", out=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (f"reproduce: {job}: its kept result came from another config "
+            "(model.dropout: 0.2 -> 0.3)") in r.stdout
+    assert "was trained with another config (model.dropout: 0.2 -> 0.3): starting again" \
+        in r.stdout
+    kept = (tmp_path / "progression" / job / "config.yaml").read_text()
+    assert "dropout: 0.3" in kept
+
+
 def test_plan_lists_done_and_left_with_an_estimate(quick):
     out, _ = quick
     prog = load_progression(PROGRESSION, out)
