@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seq2seq.config import Config, load_config
+from seq2seq.config import Config
 from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.progression import ATTENTION_FILE, QUICK_UPDATES, Job, Progression, job_config
 from seq2seq.run import RunDir, write_text_atomic
@@ -79,9 +79,9 @@ def stale_result(prog: Progression, job: Job, cfg: Config) -> list[str] | None:
     if not (kept / "result.json").is_file():
         return None
     try:
-        return config_differences(load_config(kept / "config.yaml"), cfg)
+        return config_differences(RunDir(kept).read_config(), cfg)
     except Seq2SeqError as e:  # missing or unreadable: the result cannot be vouched for
-        return [f"config.yaml ({one_line(e)})"]
+        return [f"its config ({one_line(e)})"]
 
 
 def train_job(prog: Progression, job: Job, quick: bool, extra: list[str], progress: bool

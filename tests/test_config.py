@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from seq2seq.config import Config, load_config
 from seq2seq.errors import ConfigError
@@ -15,22 +16,26 @@ def test_defaults_are_valid():
 
 
 SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
+# progression files (configs/progression.yaml, fidelity.yaml, ...) list steps; the rest are
+# training configs
+PROGRESSIONS = [p for p in SHIPPED if "steps" in (yaml.safe_load(p.read_text()) or {})]
 
 
-@pytest.mark.parametrize("path", [p for p in SHIPPED if not p.name.startswith("progression")],
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p not in PROGRESSIONS],
                          ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     load_config(path)
 
 
-@pytest.mark.parametrize("path", [p for p in SHIPPED if p.name.startswith("progression")],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", PROGRESSIONS, ids=lambda p: p.name)
 def test_shipped_progressions_load(path):
     from seq2seq.progression import load_progression
 
     prog = load_progression(path)
     for step in prog.steps:
-        load_config(step.config)
+        load_config(step.config, list(step.overrides))
+    assert {"progression.yaml", "progression_all.yaml", "fidelity.yaml"} <= {
+        p.name for p in PROGRESSIONS}
 
 
 def test_unknown_key_names_full_path(tmp_path):
