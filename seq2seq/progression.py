@@ -77,9 +77,9 @@ class Progression:
     report: Path  # the Markdown report, rebuilt from the results
     published: list[dict[str, str]] = dataclasses.field(default_factory=list)  # from papers
 
-    def jobs(self, only: str | None = None) -> list[Job]:
+    def jobs(self, only: str | None = None, flag: str = "--only") -> list[Job]:
         if only is not None and only not in {s.name for s in self.steps}:
-            raise ConfigError(f"--only {only}: no such step in {self.path} "
+            raise ConfigError(f"{flag} {only}: no such step in {self.path} "
                               f"(steps: {', '.join(s.name for s in self.steps)})")
         return [Job(s, d, seed) for s in self.steps if only in (None, s.name)
                 for d in s.directions for seed in s.seeds]

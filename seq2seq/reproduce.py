@@ -37,7 +37,7 @@ from typing import Any
 from seq2seq.config import Config
 from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.progression import ATTENTION_FILE, QUICK_UPDATES, Job, Progression, job_config
-from seq2seq.run import RunDir, write_text_atomic
+from seq2seq.run import RunDir, changed_keys, write_text_atomic
 
 EVALUATIONS = (("valid", 1), ("test", 1), ("test", 5))  # (split, beam) of every job
 # Test sentences (line numbers from 0) whose attention the report draws for every attention
@@ -57,19 +57,11 @@ def trained(rd: RunDir, updates: int) -> bool:
 PLACE_KEYS = ("run_dir", "data.path", "data.fetch", "train.device", "train.num_threads")
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def config_differences(before: Config, now: Config) -> list[str]:
     """The dotted keys whose values differ between two resolved configs, except
     :data:`PLACE_KEYS`, as ``key: before -> now``."""
-    a, b = _flat(before.to_dict()), _flat(now.to_dict())
-    return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(a.keys() | b.keys())
-            if k not in PLACE_KEYS and a.get(k) != b.get(k)]
+    return [f"{k}: {a} -> {b}" for k, (a, b) in changed_keys(before, now).items()
+            if k not in PLACE_KEYS]
 
 
 def stale_result(prog: Progression, job: Job, cfg: Config) -> list[str] | None:
@@ -282,7 +274,7 @@ def verify_step(prog: Progression, name: str, quick: bool = False, device: str =
 
     extra = list(extra or []) + ([f"train.device={device}"] if device != "auto" else [])
     ok, lines = True, []
-    for job in prog.jobs(name):
+    for job in prog.jobs(name, flag="--verify"):
         kept = prog.reports / job.id / "result.json"
         if not kept.is_file():
             ok = False

@@ -90,6 +90,12 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def changed_keys(before: Config, now: Config) -> dict[str, tuple[Any, Any]]:
+    """The dotted keys whose values differ between two configs: key -> (before, now)."""
+    a, b = _flat(before.to_dict()), _flat(now.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -295,13 +301,11 @@ class RunDir:
         from the run's (its checkpoint and vocab/ would not fit); dropout rates may change."""
         if not self.last.is_file():
             raise CheckpointError(f"--resume: no last.pt in {self.path}")
-        old, new = _flat(self.read_config().to_dict()), _flat(cfg.to_dict())
-        for key in sorted(old.keys() | new.keys()):
-            fixed = key.startswith(_FIXED_ON_RESUME) and key not in _FREE_ON_RESUME
-            if fixed and old.get(key) != new.get(key):
+        for key, (old, new) in changed_keys(self.read_config(), cfg).items():
+            if key.startswith(_FIXED_ON_RESUME) and key not in _FREE_ON_RESUME:
                 raise ConfigError(
-                    f"{key}: cannot change when resuming (the run has {old.get(key)!r}, "
-                    f"asked for {new.get(key)!r}); start a new run to change it")
+                    f"{key}: cannot change when resuming (the run has {old!r}, "
+                    f"asked for {new!r}); start a new run to change it")
         self.check_writable("training")
 
     def prepare_fresh(self, overwrite: bool) -> None:
