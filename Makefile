@@ -29,7 +29,7 @@ bench:
 	$(PYTHON) scripts/bench.py
 
 reproduce:
-	seq2seq reproduce configs/progression.yaml
+	seq2seq reproduce configs/progression.yaml --readme README.md
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from seq2seq.choices import LENGTH_PENALTIES
-from seq2seq.errors import Interrupted, Seq2SeqError
+from seq2seq.errors import ConfigError, Interrupted, Seq2SeqError
 
 if TYPE_CHECKING:
     from seq2seq.inference import Translator
@@ -373,6 +373,16 @@ def reproduce(
                                  "and compare its scores with the kept results (exit status 1 "
                                  "if any differs).")
     ] = None,
+    report_only: Annotated[
+        bool, typer.Option("--report", help="Rebuild the report (and --readme) from the kept "
+                           "results; train nothing.")
+    ] = False,
+    readme: Annotated[
+        Path | None, typer.Option("--readme", help="Also write the short table into this file, "
+                                  "between its '<!-- progression table: begin -->' and "
+                                  "'<!-- progression table: end -->' lines (make reproduce: "
+                                  "README.md).")
+    ] = None,
     device: DeviceOpt = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
@@ -381,11 +391,22 @@ def reproduce(
     beam 5; sacreBLEU cased, and 13a lowercased beside it), copy the small results under the
     progression's reports directory and rebuild its Markdown report."""
     from seq2seq.progression import load_progression
+    from seq2seq.progression_report import check_readme, update_readme, write_progression_report
     from seq2seq.reproduce import plan_lines, run_progression, verify_step
 
+    if quick and readme is not None:
+        raise ConfigError("--readme: not with --quick, whose tiny runs say nothing about the "
+                          "models")
     if quick and out is None:
         out = Path("runs/progression-quick")
     prog = load_progression(progression, out)
+    if readme is not None:
+        check_readme(readme)  # a README without the markers fails before any training
+    if report_only:
+        typer.echo(f"report: {write_progression_report(prog)}")
+        if readme is not None:
+            update_readme(prog, readme)
+        return
     if plan:
         for line in plan_lines(prog, only, quick, list(set_ or [])):
             typer.echo(line)
@@ -397,7 +418,7 @@ def reproduce(
         if not ok:
             raise typer.Exit(1)
         return
-    report = run_progression(prog, only, quick, device, list(set_ or []), progress)
+    report = run_progression(prog, only, quick, device, list(set_ or []), progress, readme)
     typer.echo(f"report: {report}")
 
 

@@ -6,10 +6,12 @@ and against training time. Nothing is recomputed; jobs still to run are listed."
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
 
+from seq2seq.errors import ConfigError
 from seq2seq.progression import ATTENTION_FILE, Job, Progression, read_results
 from seq2seq.run import RunDir, write_text_atomic
 
@@ -112,12 +114,80 @@ def signatures(results: dict[str, dict[str, Any]]) -> list[str]:
     return [f"- `{s}`" for s in sigs]
 
 
+README_BEGIN = "<!-- progression table: begin -->"
+README_END = "<!-- progression table: end -->"
+
+
+def finished_results(prog: Progression) -> dict[str, dict[str, Any]]:
+    """The kept results of the progression's own jobs (a reports directory can be shared by
+    several progression files)."""
+    ids = {j.id for j in prog.jobs()}
+    return {k: v for k, v in read_results(prog).items() if k in ids}
+
+
+def readme_table(prog: Progression, results: dict[str, dict[str, Any]], base: Path
+                 ) -> list[str]:
+    """The short form of the table for a README in the directory ``base``: each finished step
+    and direction with its config, updates and scores (seeds as mean ± sd), and a line saying
+    how many runs are done; links are relative to ``base``."""
+    def link(path: Path) -> str:
+        return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+    lines = ["| model | config | direction | seeds | updates | valid BLEU | test BLEU greedy | "
+             "test BLEU beam 5 | chrF beam 5 |", "|---|---|---|---|---|---|---|---|---|"]
+    for step in prog.steps:
+        for direction in step.directions:
+            done = [results[j.id] for j in prog.jobs(step.name)
+                    if j.direction == direction and j.id in results]
+            if not done:
+                continue
+            cells = [f"{step.label} ({step.year})", f"[`{step.config.name}`]({link(step.config)})",
+                     direction, str(len(done)), f"{step.updates:,}",
+                     _mean_sd([x["best_valid_bleu"] for x in done
+                               if x["best_valid_bleu"] is not None]),
+                     _mean_sd(_score(done, "test", 1, "bleu")),
+                     _mean_sd(_score(done, "test", 5, "bleu")),
+                     _mean_sd(_score(done, "test", 5, "chrf"))]
+            lines.append("| " + " | ".join(cells) + " |")
+    total = len(prog.jobs())
+    lines += ["", f"{len(results)} of {total} runs of `{link(prog.path)}` done; the full "
+              f"table, with training time, speed, signatures and attention maps, is "
+              f"[`{link(prog.report)}`]({link(prog.report)})."]
+    return lines
+
+
+def _readme_block(readme: Path) -> tuple[str, int, int]:
+    """The README's text and where its table block starts and ends; a one-line error for a
+    missing file or missing markers."""
+    if not readme.is_file():
+        raise ConfigError(f"--readme {readme}: no such file")
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ConfigError(f"--readme {readme}: needs the lines {README_BEGIN} and {README_END} "
+                          "around the table to replace")
+    return text, start, end
+
+
+def check_readme(readme: Path) -> None:
+    """Fail now, before hours of training, if ``readme`` cannot take the table."""
+    _readme_block(readme)
+
+
+def update_readme(prog: Progression, readme: Path) -> None:
+    """Replace the block between :data:`README_BEGIN` and :data:`README_END` in ``readme``
+    with :func:`readme_table`."""
+    text, start, end = _readme_block(readme)
+    block = "\n".join([README_BEGIN, *readme_table(prog, finished_results(prog), readme.parent),
+                       ""])
+    write_text_atomic(readme, text[:start] + block + text[end:])
+
+
 def write_progression_report(prog: Progression) -> Path:
     """Write ``prog.report`` and its learning curves (``NAME_curves.png`` beside it)."""
     from seq2seq.plotting import learning_curves
 
-    ids = {j.id for j in prog.jobs()}
-    results = {k: v for k, v in read_results(prog).items() if k in ids}  # shared directories
+    results = finished_results(prog)
     pending = [j for j in prog.jobs() if j.id not in results]
     md = [f"# The progression ({prog.path.name})", "",
           f"{len(results)} of {len(results) + len(pending)} runs done. Seeds are aggregated as "

@@ -227,10 +227,16 @@ def seconds_per_update(cfg: Config, n: int = 3) -> float:
 
 def run_progression(prog: Progression, only: str | None = None, quick: bool = False,
                     device: str = "auto", extra: list[str] | None = None,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, readme: Path | None = None) -> Path:
     """Run every job that is not done (train or continue, evaluate, collect), in order, and
-    rebuild the report after each; returns the report."""
-    from seq2seq.progression_report import write_progression_report
+    rebuild the report (and the table in ``readme``) after each; returns the report."""
+    from seq2seq.progression_report import update_readme, write_progression_report
+
+    def write_report() -> Path:
+        report = write_progression_report(prog)
+        if readme is not None:
+            update_readme(prog, readme)
+        return report
 
     extra = list(extra or [])
     if device != "auto":
@@ -248,8 +254,8 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
         print(f"reproduce: {job.id} ({job.step.label}, {updates:,} updates)", flush=True)
         rd = train_job(prog, job, quick, extra, progress)
         collect_job(prog, job, rd, evaluate_job(rd, device), quick, attention_samples(rd, device))
-        write_progression_report(prog)
-    return write_progression_report(prog)
+        write_report()
+    return write_report()
 
 
 def _add_attention(prog: Progression, job: Job, device: str) -> None:

@@ -13,6 +13,14 @@ import pytest
 
 from seq2seq.errors import ConfigError
 from seq2seq.progression import job_config, load_progression
+from seq2seq.progression_report import (
+    README_BEGIN,
+    README_END,
+    check_readme,
+    finished_results,
+    readme_table,
+    update_readme,
+)
 from seq2seq.reproduce import plan_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,3 +198,52 @@ def test_a_step_sets_config_values_before_the_budget_and_seed(tmp_path):
     assert job.step.overrides == ("model.init=xavier", "train.max_updates=99")
     assert cfg.model.init == "xavier" and cfg.model.decoder_start == "backward"
     assert cfg.train.max_updates == 7
+
+
+def _block(text: str) -> list[str]:
+    return text[text.index(README_BEGIN) + len(README_BEGIN):text.index(README_END)] \
+        .strip("\n").splitlines()
+
+
+def test_the_readme_table_is_written_between_its_markers(quick, tmp_path):
+    out, _ = quick
+    prog = load_progression(PROGRESSION, out)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n\nbefore\n\n{README_BEGIN}\nold\n{README_END}\n\nafter\n")
+    update_readme(prog, readme)
+    text = readme.read_text()
+    assert text.startswith(f"# T\n\nbefore\n\n{README_BEGIN}\n| model | config |")
+    assert text.endswith(f".md).\n{README_END}\n\nafter\n") and "old" not in text
+    rows = [line for line in _block(text) if line.startswith("| ")]
+    assert len(rows) == 8  # the header and one row per step and direction
+    bahdanau = next(r for r in rows if "bahdanau.yaml" in r)
+    assert "| de-en | 3 | 3,000 |" in bahdanau and " ± " in bahdanau
+    assert "9 of 9 runs of" in text
+    update_readme(prog, readme)
+    assert readme.read_text() == text  # rebuilding changes nothing
+
+
+def test_a_readme_without_its_markers_is_refused_before_anything_runs(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n")
+    with pytest.raises(ConfigError, match="needs the lines"):
+        check_readme(readme)
+    with pytest.raises(ConfigError, match="no such file"):
+        check_readme(tmp_path / "nope.md")
+    r = subprocess.run([sys.executable, "-m", "seq2seq", "reproduce", str(PROGRESSION),
+                        "--readme", str(readme), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode != 0 and "needs the lines" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert readme.read_text() == "# T\n"
+    r = reproduce(PROGRESSION, "--readme", ROOT / "README.md", out=tmp_path / "quick")
+    assert r.returncode != 0 and "not with --quick" in r.stderr
+
+
+def test_the_readmes_reproduction_table_matches_the_kept_results(monkeypatch):
+    """README.md shows what reports/progression/ holds: after a sweep's run, rebuild it with
+    `seq2seq reproduce configs/progression.yaml --report --readme README.md`."""
+    monkeypatch.chdir(ROOT)
+    prog = load_progression(Path("configs/progression.yaml"), None)
+    expected = readme_table(prog, finished_results(prog), ROOT)
+    assert _block((ROOT / "README.md").read_text(encoding="utf-8")) == expected
