@@ -357,7 +357,7 @@ def reproduce(
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="The whole pipeline with tiny models, data and "
-                           "budgets (a minute or two), into --out (default "
+                           "budgets (about 20 s on a 2-core CPU), into --out (default "
                            "runs/progression-quick).")
     ] = False,
     out: Annotated[
