@@ -47,33 +47,54 @@ ATTENTION_LINES = (2, 24, 58)
 
 
 def trained(rd: RunDir, updates: int) -> bool:
-    """Whether the run finished its budget (not stopped by a signal, not killed)."""
+    """Whether the run finished its budget (not stopped by a signal, not killed) and still has
+    the checkpoint to evaluate."""
     summary = rd.read_summary()
-    return bool(summary) and "stopped_by" not in summary and summary["updates"] >= updates
+    return (bool(summary) and "stopped_by" not in summary and summary["updates"] >= updates
+            and rd.best.is_file())
 
 
-# Where and how fast a job runs, not what it computes: a difference here does not make its
-# run or results stale (another machine, its data elsewhere, a GPU).
-PLACE_KEYS = ("run_dir", "data.path", "data.fetch", "train.device", "train.num_threads")
+# Where and how a job runs, not what it computes: a difference here does not make its run or
+# results stale (another machine, its data elsewhere, a GPU, the token cache on or off, how
+# often it logs, which checkpoints it keeps; none of these changes a trained weight).
+PLACE_KEYS = ("run_dir", "data.path", "data.fetch", "data.token_cache", "train.device",
+              "train.num_threads", "train.release_memory", "train.log_every", "train.keep_last",
+              "train.keep_best")
 
 
-def config_differences(before: Config, now: Config) -> list[str]:
+def config_differences(before: Config, now: Config, precision: str | None = None) -> list[str]:
     """The dotted keys whose values differ between two resolved configs, except
-    :data:`PLACE_KEYS`, as ``key: before -> now``."""
+    :data:`PLACE_KEYS`, as ``key: before -> now``. ``precision`` is the one ``before`` was
+    trained in: a run made with ``train.precision: auto`` that resolved to the precision asked
+    for now is no difference (runs made before the progression asked for fp32 by name)."""
     return [f"{k}: {a} -> {b}" for k, (a, b) in changed_keys(before, now).items()
-            if k not in PLACE_KEYS]
+            if k not in PLACE_KEYS
+            and not (k == "train.precision" and a == "auto" and b == precision)]
 
 
 def stale_result(prog: Progression, job: Job, cfg: Config) -> list[str] | None:
     """None when the job has no kept result; else how the config it was made with differs from
-    the job's config now (empty: current)."""
+    the job's config now (empty: current). A kept config that cannot be read is an error: the
+    result is neither trusted nor thrown away."""
     kept = prog.reports / job.id
     if not (kept / "result.json").is_file():
         return None
     try:
-        return config_differences(RunDir(kept).read_config(), cfg)
-    except Seq2SeqError as e:  # missing or unreadable: the result cannot be vouched for
-        return [f"its config ({one_line(e)})"]
+        before = RunDir(kept).read_config()
+        precision = json.loads((kept / "result.json").read_text(encoding="utf-8"))["precision"]
+    except (Seq2SeqError, OSError, ValueError, KeyError) as e:
+        raise Seq2SeqError(f"reproduce: {job.id}: its kept result cannot be checked against "
+                           f"the config now ({one_line(e)}); repair {kept} or delete it to "
+                           "train the job again") from None
+    return config_differences(before, cfg, precision)
+
+
+def run_differences(rd: RunDir, cfg: Config) -> list[str]:
+    """How the config of the run left in ``rd`` differs from ``cfg`` (empty: none, or no run)."""
+    if not rd.config_path.is_file():
+        return []
+    summary = rd.read_summary() or {}
+    return config_differences(rd.read_config(), cfg, summary.get("precision"))
 
 
 def train_job(prog: Progression, job: Job, quick: bool, extra: list[str], progress: bool
@@ -84,7 +105,7 @@ def train_job(prog: Progression, job: Job, quick: bool, extra: list[str], progre
 
     cfg = job_config(prog, job, quick, extra)
     rd = RunDir(cfg.run_dir)
-    changed = config_differences(rd.read_config(), cfg) if rd.config_path.is_file() else []
+    changed = run_differences(rd, cfg)
     if changed:
         print(f"reproduce: {job.id}: {rd.path} was trained with another config "
               f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}): starting again",
@@ -93,10 +114,9 @@ def train_job(prog: Progression, job: Job, quick: bool, extra: list[str], progre
         return rd
     if trained(rd, cfg.train.max_updates):
         return rd
-    if rd.last.is_file():
+    if rd.last.is_file():  # with this machine's device, threads and data path
         print(f"reproduce: {job.id}: continuing from {rd.last}", flush=True)
-        train(rd.read_config([f"train.max_updates={cfg.train.max_updates}"]),
-              progress=progress, resume=True)
+        train(cfg, progress=progress, resume=True)
     else:
         train(cfg, overwrite=True, progress=progress)
     return rd
@@ -242,14 +262,15 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
     if device != "auto":
         extra.append(f"train.device={device}")
     for job in prog.jobs(only):
-        stale = stale_result(prog, job, job_config(prog, job, quick, extra))
+        cfg = job_config(prog, job, quick, extra)
+        stale = stale_result(prog, job, cfg)
         if stale == []:
-            _add_attention(prog, job, device)
+            _add_attention(prog, job, cfg, device)
             continue
-        if stale:
+        if stale:  # nothing of the old result stays beside the new one (git keeps it)
             print(f"reproduce: {job.id}: its kept result came from another config "
                   f"({'; '.join(stale[:3])}{'; ...' if len(stale) > 3 else ''})", flush=True)
-            (prog.reports / job.id / "result.json").unlink()
+            shutil.rmtree(prog.reports / job.id)
         updates = QUICK_UPDATES if quick else job.step.updates
         print(f"reproduce: {job.id} ({job.step.label}, {updates:,} updates)", flush=True)
         rd = train_job(prog, job, quick, extra, progress)
@@ -258,12 +279,12 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
     return write_report()
 
 
-def _add_attention(prog: Progression, job: Job, device: str) -> None:
+def _add_attention(prog: Progression, job: Job, cfg: Config, device: str) -> None:
     """A job finished before its attention samples were kept gets them from its run, while
-    the run's checkpoint is still there."""
+    the run's checkpoint is still there (and came from the job's config)."""
     out = prog.reports / job.id / ATTENTION_FILE
     rd = RunDir(prog.runs / job.id)
-    if not out.is_file() and rd.best.is_file():
+    if not out.is_file() and rd.best.is_file() and not run_differences(rd, cfg):
         write_text_atomic(out, json.dumps(attention_samples(rd, device)) + "\n")
 
 
@@ -326,8 +347,7 @@ def plan_lines(prog: Progression, only: str | None = None, quick: bool = False,
             lines.append(f"  done     {job.id}")
             continue
         # a result or run made with another config is done again from the start
-        redo = bool(stale) or (rd.config_path.is_file()
-                               and bool(config_differences(rd.read_config(), cfg)))
+        redo = bool(stale) or bool(run_differences(rd, cfg))
         at = max((r["update"] for r in rd.records("train")), default=0) \
             if rd.last.is_file() and not redo else 0
         key = (job.step.name, job.direction)

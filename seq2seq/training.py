@@ -552,6 +552,9 @@ class Trainer:
         done, window = self._done(), LogWindow()
         with self.signals:
             try:
+                if self._validate_if_missed(done):
+                    done = True  # early stopping said so
+                window = LogWindow()  # the validation is not training time
                 while not done:
                     done, window = self._train_epoch(bar, window)
                     done = done or self._end_epoch()
@@ -560,7 +563,22 @@ class Trainer:
         if self.world.main:
             self._write_summary()
         distributed.barrier(self.world)
+        if self.signals.received is not None:  # it came during the last validation
+            raise Interrupted(f"{self.signals.name}: training had finished (update "
+                              f"{self.state.update}); stopped before anything else",
+                              self.signals.received)
         return self.run_dir.path
+
+    def _validate_if_missed(self, done: bool) -> bool:
+        """A run stopped by a signal right after an update that was due a validation (every
+        ``valid_every``, or the last) validates it first when resumed, as a run never stopped
+        would have; returns early stopping's verdict."""
+        s = self.state
+        if s.update == 0 or s.last_validated == s.update:
+            return False
+        if s.update % self.t.valid_every == 0 or done:
+            return self.validate_and_save()
+        return False
 
     def _banner(self) -> str:
         d, s = self.data, self.state

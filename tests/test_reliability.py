@@ -21,7 +21,7 @@ from synthetic import toy_pairs
 
 from seq2seq import checkpoint as ckpt
 from seq2seq.config import load_config
-from seq2seq.errors import CheckpointError, TrainingError
+from seq2seq.errors import CheckpointError, Interrupted, TrainingError
 from seq2seq.run import RunDir
 from seq2seq.training import LossModule, Trainer, train
 
@@ -255,6 +255,60 @@ def test_second_interrupt_stops_at_once_and_keeps_a_loadable_checkpoint(toy_data
     assert code == 130, err
     assert "Traceback" not in err
     ckpt.load(run / "last.pt")  # whole, whichever moment the second signal came
+
+
+def _stop_at(update: int, monkeypatch) -> None:
+    """A SIGTERM that arrives during update ``update`` (seen right after it)."""
+    def requested(self):
+        if self.state.update == update and self.signals.received is None:
+            self.signals.received = signal.SIGTERM
+        return self.signals.received is not None
+
+    monkeypatch.setattr(Trainer, "_stop_requested", requested)
+
+
+def _valid_records(run: Path) -> list[tuple[int, float]]:
+    return [(r["update"], r["loss"]) for r in RunDir(run).records("valid")]
+
+
+def test_a_stop_after_an_update_due_a_validation_validates_it_on_resume(toy_data, tmp_path,
+                                                                        monkeypatch):
+    extra = ("train.max_updates=8", "train.valid_every=4", "train.valid_bleu=false",
+             "train.valid_metric=loss")
+    straight = train(load_config(None, tiny(toy_data, tmp_path / "a", *extra)), progress=False)
+    for at in (4, 8):  # a validation in the middle, and the last one
+        cfg = load_config(None, tiny(toy_data, tmp_path / f"stop{at}", *extra))
+        with monkeypatch.context() as m:
+            _stop_at(at, m)
+            with pytest.raises(Interrupted, match=f"stopped after update {at} "):
+                train(cfg, progress=False)
+        assert [u for u, _ in _valid_records(cfg.run_dir)] == ([] if at == 4 else [4])
+        train(cfg, progress=False, resume=True)
+        assert _valid_records(cfg.run_dir) == _valid_records(straight)
+        assert RunDir(cfg.run_dir).read_summary()["updates"] == 8
+        a = torch.load(Path(straight) / "best.pt", weights_only=True)["model"]
+        b = torch.load(Path(cfg.run_dir) / "best.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_signal_during_the_last_validation_ends_the_finished_run_with_its_code(
+        toy_data, tmp_path, monkeypatch):
+    cfg = load_config(None, tiny(toy_data, tmp_path / "run", "train.valid_bleu=false",
+                                 "train.valid_metric=loss"))
+    validate = Trainer.validate
+
+    def slow_validate(self):  # the signal comes while the last validation runs
+        if self.state.update == 6:
+            self.signals.received = signal.SIGTERM
+        return validate(self)
+
+    monkeypatch.setattr(Trainer, "validate", slow_validate)
+    with pytest.raises(Interrupted, match="training had finished .update 6.") as e:
+        train(cfg, progress=False)
+    assert e.value.exit_code == 128 + signal.SIGTERM
+    summary = RunDir(cfg.run_dir).read_summary()
+    assert summary["updates"] == 6 and "stopped_by" not in summary  # complete, not resumable
+    assert [u for u, _ in _valid_records(cfg.run_dir)] == [3, 6]
 
 
 # 7. A non-finite loss skips the update; too many in a row stop the run.

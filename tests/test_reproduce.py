@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from seq2seq.errors import ConfigError
+from seq2seq.errors import ConfigError, Seq2SeqError
 from seq2seq.progression import job_config, load_progression
 from seq2seq.progression_report import (
     README_BEGIN,
@@ -21,7 +22,8 @@ from seq2seq.progression_report import (
     readme_table,
     update_readme,
 )
-from seq2seq.reproduce import plan_lines
+from seq2seq.reproduce import config_differences, plan_lines, stale_result, trained
+from seq2seq.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRESSION = ROOT / "configs" / "progression.yaml"
@@ -247,3 +249,43 @@ def test_the_readmes_reproduction_table_matches_the_kept_results(monkeypatch):
     prog = load_progression(Path("configs/progression.yaml"), None)
     expected = readme_table(prog, finished_results(prog), ROOT)
     assert _block((ROOT / "README.md").read_text(encoding="utf-8")) == expected
+
+
+def test_where_a_job_runs_and_an_auto_precision_that_was_fp32_make_no_difference(quick):
+    out, _ = quick
+    prog = load_progression(PROGRESSION, out)
+    (job,) = prog.jobs("cho")
+    extra = [f"data.path={MULTI30K}"]
+    cfg = job_config(prog, job, True, extra)
+    assert cfg.train.precision == "fp32"  # whatever the machine: a sweep spans machines
+    assert stale_result(prog, job, cfg) == []
+    for place in ("train.log_every=3", "data.token_cache=false", "train.num_threads=1",
+                  "train.keep_last=2", "train.release_memory=true"):
+        assert stale_result(prog, job, job_config(prog, job, True, [*extra, place])) == []
+    bf16 = job_config(prog, job, True, [*extra, "train.precision=bf16"])
+    assert stale_result(prog, job, bf16) == ["train.precision: fp32 -> bf16"]
+    auto = job_config(prog, job, True, [*extra, "train.precision=auto"])  # as earlier results
+    assert config_differences(auto, cfg, precision="fp32") == []
+    assert config_differences(auto, cfg, precision="bf16") == ["train.precision: auto -> fp32"]
+
+
+def test_a_kept_result_that_cannot_be_checked_is_an_error_and_is_kept(quick, tmp_path):
+    out, _ = quick
+    prog = load_progression(PROGRESSION, tmp_path)
+    (job,) = prog.jobs("cho")
+    kept = prog.reports / job.id
+    shutil.copytree(out / "progression" / job.id, kept)
+    (kept / "config.yaml").write_text("model: {hiden_size: 3}\n")
+    with pytest.raises(Seq2SeqError, match=f"{job.id}: its kept result cannot be checked .*"
+                                           "delete it to train the job again"):
+        stale_result(prog, job, job_config(prog, job, True, [f"data.path={MULTI30K}"]))
+    assert (kept / "result.json").is_file()
+
+
+def test_a_finished_run_without_its_checkpoint_is_not_trained(quick, tmp_path):
+    out, _ = quick
+    run = tmp_path / "run"
+    shutil.copytree(out / "runs" / "cho.de-en.s1234", run)
+    assert trained(RunDir(run), 2)
+    (run / "best.pt").unlink()
+    assert not trained(RunDir(run), 2)
