@@ -170,6 +170,9 @@ def _step(entry: Any, path: Path, i: int) -> Step:
     if not isinstance(step.updates, int) or not 1 <= step.updates <= MAX_UPDATES:
         raise ConfigError(f"{where} ({step.name}): updates must be 1..{MAX_UPDATES}, "
                           f"got {step.updates!r}")
+    for what, values in (("seeds", step.seeds), ("directions", step.directions)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{where} ({step.name}): {what} repeat: {list(values)}")
     for d in step.directions:
         if d.count("-") != 1 or len(set(d.split("-"))) != 2:
             raise ConfigError(f"{where} ({step.name}): direction {d!r} is not SRC-TGT")

@@ -63,7 +63,8 @@ def _row(reports: Path, results: list[dict[str, Any]], noise: float | None) -> s
     m = r["machine"]
     kind = "AVX-512 bf16" if "avx512_bf16" in m["cpu_flags"] else (
         "AVX-512" if "avx512f" in m["cpu_flags"] else "AVX2")
-    where = m["cuda"] or f"{kind} CPU, {m['threads']} threads"
+    on_gpu = str(r.get("device") or "").startswith("cuda") and m["cuda"]
+    where = m["cuda"] if on_gpu else f"{kind} CPU, {m['threads']} threads"
     speeds = [steady_speed(reports, x) for x in results]
     cells = [
         r["label"], str(r["year"]), r["paper"], r["attention"] or "–", r["direction"],
@@ -106,6 +107,17 @@ def table(prog: Progression, results: dict[str, dict[str, Any]]) -> list[str]:
               "evaluation are not included. The measured totals are in each run's "
               "`result.json`."]
     return lines
+
+
+def code_versions(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Which commits of seq2seq made the results (``result.json``'s ``code``), with counts."""
+    counts: dict[str, int] = {}
+    for r in results.values():
+        code = r.get("code")
+        name = "not recorded" if not code else (
+            f"`{code['commit']}`" + (" with changes not committed" if code["modified"] else ""))
+        counts[name] = counts.get(name, 0) + 1
+    return [f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in sorted(counts.items())]
 
 
 def signatures(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -198,6 +210,9 @@ def write_progression_report(prog: Progression) -> Path:
                "they say nothing about the models.**", ""]
     md += table(prog, results) + ["", "Scores (sacreBLEU):", ""] + signatures(results)
     if results:
+        md += ["", "Code (the git commit of seq2seq each result was collected with): "
+               + ", ".join(code_versions(results)) + "."]
+    if results:
         # a job's report directory holds the small files of its run: read it as one
         curves = {}
         for job_id, result in results.items():  # time at the run's steady pace, as the table
@@ -225,15 +240,16 @@ def _pending(job: Job) -> str:
 
 def attention_section(prog: Progression, results: dict[str, dict[str, Any]]) -> list[str]:
     """One figure per sampled test sentence (``NAME_attention_LINE.png``): the attention of
-    every attention step's first finished de-en job (first seed) side by side, each over its
+    every attention step's first finished de-en job that kept them side by side, each over its
     own greedy output."""
     from seq2seq.plotting import attention_panels, plt
 
     by_line: dict[int, list[tuple[str, list[str], list[str], Any]]] = {}
     for step in prog.steps:
-        done = [j for j in prog.jobs(step.name) if j.id in results and j.direction == "de-en"]
-        path = prog.reports / done[0].id / ATTENTION_FILE if done else None
-        if path is None or not path.is_file():
+        paths = [prog.reports / j.id / ATTENTION_FILE for j in prog.jobs(step.name)
+                 if j.id in results and j.direction == "de-en"]
+        path = next((p for p in paths if p.is_file()), None)  # the first seed that has one
+        if path is None:
             continue
         for sample in json.loads(path.read_text(encoding="utf-8")):
             title = f"{step.name} ({sample['name']})" if sample["name"] != "attention" \

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import platform
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -200,10 +201,28 @@ def machine() -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def code_version() -> dict[str, Any] | None:
+    """The git commit of the package's checkout and whether its code or configs have changes
+    not committed (None outside a git checkout): which code made a result."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
+                                capture_output=True, text=True, timeout=30)
+        status = subprocess.run(["git", "status", "--porcelain", "--", "seq2seq", "configs"],
+                                cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode or status.returncode:
+        return None
+    return {"commit": commit.stdout.strip(), "modified": bool(status.stdout.strip())}
+
+
 def collect_job(prog: Progression, job: Job, rd: RunDir, evaluations: list[dict[str, Any]],
-                quick: bool, attention: list[dict[str, Any]] | None = None) -> Path:
+                quick: bool, attention: list[dict[str, Any]] | None = None,
+                code: dict[str, Any] | None = None) -> Path:
     """Copy the job's small results into its report directory, with ``attention.json``
-    (:func:`attention_samples`), and write ``result.json``."""
+    (:func:`attention_samples`), and write ``result.json`` (``code``: :func:`code_version` of
+    the sweep that finished the job, taken when it started)."""
     out = prog.reports / job.id
     out.mkdir(parents=True, exist_ok=True)
     for f in rd.small_files():
@@ -222,7 +241,7 @@ def collect_job(prog: Progression, job: Job, rd: RunDir, evaluations: list[dict[
         "device": summary.get("device"),
         "best_valid_bleu": max((r["bleu"] for r in valid if r.get("bleu") is not None),
                                default=None),
-        "evaluations": evaluations, "machine": machine(),
+        "evaluations": evaluations, "machine": machine(), "code": code,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     write_text_atomic(out / "result.json", json.dumps(result, indent=1) + "\n")
@@ -261,6 +280,7 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
     extra = list(extra or [])
     if device != "auto":
         extra.append(f"train.device={device}")
+    code = code_version()  # the code this process runs, before anyone edits the checkout
     for job in prog.jobs(only):
         cfg = job_config(prog, job, quick, extra)
         stale = stale_result(prog, job, cfg)
@@ -274,7 +294,8 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
         updates = QUICK_UPDATES if quick else job.step.updates
         print(f"reproduce: {job.id} ({job.step.label}, {updates:,} updates)", flush=True)
         rd = train_job(prog, job, quick, extra, progress)
-        collect_job(prog, job, rd, evaluate_job(rd, device), quick, attention_samples(rd, device))
+        collect_job(prog, job, rd, evaluate_job(rd, device), quick, attention_samples(rd, device),
+                    code)
         write_report()
     return write_report()
 

@@ -238,16 +238,20 @@ class RunDir:
         return path, payload, cfg
 
     def save_last(self, payload: dict[str, Any], best: bool) -> None:
-        """Write last.pt atomically; with ``best`` also replace best.pt by a copy of it."""
-        ckpt.save_atomic(payload, self.last)
-        if best:
-            tmp = self.path / ".best.pt.tmp"
-            try:
-                shutil.copyfile(self.last, tmp)
-                tmp.replace(self.best)
-            except OSError as e:
-                tmp.unlink(missing_ok=True)
-                raise ckpt.write_error(self.best, e) from None
+        """Write last.pt atomically; with ``best`` write best.pt first and last.pt as a copy of
+        it, so that a kill in between leaves an older last.pt (resumed, the same updates are
+        done again) and never a best.pt older than last.pt says."""
+        if not best:
+            ckpt.save_atomic(payload, self.last)
+            return
+        ckpt.save_atomic(payload, self.best)
+        tmp = self.path / ".last.pt.tmp"
+        try:
+            shutil.copyfile(self.best, tmp)
+            tmp.replace(self.last)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise ckpt.write_error(self.last, e) from None
 
     def keep(self, weights: dict[str, Any], update: int, score: float,
              kept: list[list[float]], keep_last: int, keep_best: int) -> list[list[float]]:

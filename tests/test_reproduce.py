@@ -60,6 +60,7 @@ def test_quick_runs_every_job_and_writes_the_report(quick):
             ("valid", 1), ("test", 1), ("test", 5)]
         assert all("case:lc" in e["signature_13a_lc"] for e in result["evaluations"])
         assert result["updates"] == 2 and result["quick"] and result["machine"]["threads"] >= 1
+        assert result["code"] is None or len(result["code"]["commit"]) == 12  # a git checkout
         for name in ("config.yaml", "metrics.jsonl", "hyps_test_2016_flickr_beam5.txt"):
             assert (prog.reports / job.id / name).is_file(), (job.id, name)
     assert not list(prog.reports.glob("*/*.pt"))  # no checkpoint among the committed results
@@ -67,7 +68,7 @@ def test_quick_runs_every_job_and_writes_the_report(quick):
     measured = report.split("Published results")[0]
     assert measured.count("\n| ") == 8  # the header and 7 rows (one per step and direction)
     assert "± " in report and "Noise level: the test BLEU (beam 5) of bahdanau de-en" in report
-    assert "`--quick` results" in report
+    assert "`--quick` results" in report and "Code (the git commit of seq2seq" in report
     assert (out / "progression_curves.png").stat().st_size > 0
     assert f"report: {prog.report}" in r.stdout
     # attention of the same test sentence for every attention model, none for Sutskever/Cho
@@ -169,6 +170,8 @@ def test_plan_lists_done_and_left_with_an_estimate(quick):
      "set: model.init=xavier}]\n", "'set' must be a list of KEY=VALUE"),
     ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, updates: 5, "
      "set: [model.colour=red]}]\n", r"\(a\): set: .*model\.colour"),
+    ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, updates: 5, "
+     "seeds: [1, 2, 1]}]\n", r"\(a\): seeds repeat: \[1, 2, 1\]"),
 ])
 def test_a_bad_progression_is_one_line(text, match):
     path = ROOT / "configs" / "_test_progression.yaml"
