@@ -50,6 +50,7 @@ class Step:
     seeds: tuple[int, ...] = (1234,)
     directions: tuple[str, ...] = ("de-en",)
     overrides: tuple[str, ...] = ()  # `set:` in the file: KEY=VALUE over the config, as --set
+    against: str = ""  # another step whose scores the report sets beside this one's (ablation)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,10 @@ def load_progression(path: Path, out: Path | None = None) -> Progression:
     names = [s.name for s in steps]
     if len(set(names)) < len(names):
         raise ConfigError(f"{path}: step names must be unique ({', '.join(names)})")
+    for s in steps:
+        if s.against and (s.against == s.name or s.against not in names):
+            raise ConfigError(f"{path} ({s.name}): against: {s.against!r} is not another step "
+                              f"(known: {', '.join(n for n in names if n != s.name)})")
     runs = Path(raw.get("runs", "runs/progression"))
     reports = Path(raw.get("reports", "reports/progression"))
     report = Path(raw.get("report", reports.with_suffix(".md")))

@@ -21,6 +21,11 @@ def _score(results: list[dict[str, Any]], split: str, beam: int, key: str) -> li
             if e["split"] == split and e["beam"] == beam and e.get(key) is not None]
 
 
+def _done_jobs(prog: Progression, results: dict[str, dict[str, Any]], step: str,
+               direction: str) -> list[dict[str, Any]]:
+    return [results[j.id] for j in prog.jobs(step) if j.direction == direction and j.id in results]
+
+
 def _mean_sd(values: list[float]) -> str:
     if not values:
         return "–"
@@ -34,8 +39,7 @@ def noise_level(prog: Progression, results: dict[str, dict[str, Any]]) -> tuple[
     step with two or more finished seeds: the noise level every row is read against."""
     for step in prog.steps:
         for direction in step.directions:
-            done = [results[j.id] for j in prog.jobs(step.name)
-                    if j.direction == direction and j.id in results]
+            done = _done_jobs(prog, results, step.name, direction)
             scores = _score(done, "test", 5, "bleu")
             if len(scores) >= 2:
                 return f"{step.name} {direction}", statistics.stdev(scores)
@@ -96,8 +100,7 @@ def table(prog: Progression, results: dict[str, dict[str, Any]]) -> list[str]:
     lines += [HEAD, "|" + "---|" * (HEAD.count("|") - 1)]
     for step in prog.steps:
         for direction in step.directions:
-            done = [results[j.id] for j in prog.jobs(step.name)
-                    if j.direction == direction and j.id in results]
+            done = _done_jobs(prog, results, step.name, direction)
             if done:
                 lines.append(_row(prog.reports, done, noise[1] if noise else None))
     lines += ["", "Training minutes and tokens/s (source + target) are at each run's steady pace: "
@@ -149,8 +152,7 @@ def readme_table(prog: Progression, results: dict[str, dict[str, Any]], base: Pa
              "test BLEU beam 5 | chrF beam 5 |", "|---|---|---|---|---|---|---|---|---|"]
     for step in prog.steps:
         for direction in step.directions:
-            done = [results[j.id] for j in prog.jobs(step.name)
-                    if j.direction == direction and j.id in results]
+            done = _done_jobs(prog, results, step.name, direction)
             if not done:
                 continue
             cells = [f"{step.label} ({step.year})", f"[`{step.config.name}`]({link(step.config)})",
@@ -208,7 +210,8 @@ def write_progression_report(prog: Progression) -> Path:
     if any(r["quick"] for r in results.values()):
         md += ["**`--quick` results: tiny models, data and budgets that test the pipeline; "
                "they say nothing about the models.**", ""]
-    md += table(prog, results) + ["", "Scores (sacreBLEU):", ""] + signatures(results)
+    md += table(prog, results) + comparison_section(prog, results)
+    md += ["", "Scores (sacreBLEU):", ""] + signatures(results)
     if results:
         md += ["", "Code (the git commit of seq2seq each result was collected with): "
                + ", ".join(code_versions(results)) + "."]
@@ -267,6 +270,38 @@ def attention_section(prog: Progression, results: dict[str, dict[str, Any]]) -> 
         plt.close(fig)
         md.append(f"![attention, test sentence {line + 1}]({png.name})")
     return md
+
+
+def comparison_section(prog: Progression, results: dict[str, dict[str, Any]]) -> list[str]:
+    """For every step with ``against:``, its scores beside the other step's and the
+    difference (other minus this: what the change this step undoes is worth), per direction
+    where both have finished; seeds as means."""
+    rows = []
+    for step in prog.steps:
+        if not step.against:
+            continue
+        other = next(s for s in prog.steps if s.name == step.against)
+        for direction in step.directions:
+            mine = _done_jobs(prog, results, step.name, direction)
+            theirs = _done_jobs(prog, results, other.name, direction)
+            if not mine or not theirs:
+                continue
+            cells = [f"{other.label} / {step.label}", direction]
+            for pick in (lambda rs: [x["best_valid_bleu"] for x in rs
+                                     if x["best_valid_bleu"] is not None],
+                         lambda rs: _score(rs, "test", 1, "bleu"),
+                         lambda rs: _score(rs, "test", 5, "bleu")):
+                a, b = pick(theirs), pick(mine)
+                cells.append(f"{statistics.mean(a):.2f} / {statistics.mean(b):.2f} "
+                             f"(**{statistics.mean(a) - statistics.mean(b):+.2f}**)"
+                             if a and b else "–")
+            rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", "Each change against the choice it replaced, at the same budget and seed "
+            "(first / second, and the difference first minus second):", "",
+            "| pair | direction | valid BLEU (best) | test BLEU greedy | test BLEU beam 5 |",
+            "|---|---|---|---|---|", *rows]
 
 
 def published_section(prog: Progression) -> list[str]:

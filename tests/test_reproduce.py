@@ -18,6 +18,7 @@ from seq2seq.progression_report import (
     README_BEGIN,
     README_END,
     check_readme,
+    comparison_section,
     finished_results,
     readme_table,
     update_readme,
@@ -172,6 +173,8 @@ def test_plan_lists_done_and_left_with_an_estimate(quick):
      "set: [model.colour=red]}]\n", r"\(a\): set: .*model\.colour"),
     ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, updates: 5, "
      "seeds: [1, 2, 1]}]\n", r"\(a\): seeds repeat: \[1, 2, 1\]"),
+    ("steps: [{name: a, config: multi30k/cho.yaml, label: x, year: 1, paper: p, updates: 5, "
+     "against: b}]\n", r"\(a\): against: 'b' is not another step"),
 ])
 def test_a_bad_progression_is_one_line(text, match):
     path = ROOT / "configs" / "_test_progression.yaml"
@@ -292,3 +295,29 @@ def test_a_finished_run_without_its_checkpoint_is_not_trained(quick, tmp_path):
     assert trained(RunDir(run), 2)
     (run / "best.pt").unlink()
     assert not trained(RunDir(run), 2)
+
+
+def test_a_step_against_another_is_set_beside_it_with_the_difference(quick):
+    out, _ = quick
+    path = ROOT / "configs" / "_test_against.yaml"
+    path.write_text("steps:\n"
+                    "  - {name: cho, config: multi30k/cho.yaml, label: C, year: 1, paper: p, "
+                    "updates: 2}\n"
+                    "  - {name: sutskever, config: multi30k/sutskever.yaml, label: S, year: 1, "
+                    "paper: p, updates: 2, against: cho}\n")
+    try:
+        prog = load_progression(path, out)
+    finally:
+        path.unlink()
+    results = finished_results(prog)
+    lines = comparison_section(prog, results)
+    (row,) = [line for line in lines if line.startswith("| C / S |")]
+    cho, sut = results["cho.de-en.s1234"], results["sutskever.de-en.s1234"]
+    greedy = [_test_bleu(cho, 1), _test_bleu(sut, 1)]
+    assert f"{greedy[0]:.2f} / {greedy[1]:.2f} (**{greedy[0] - greedy[1]:+.2f}**)" in row
+    assert comparison_section(prog, {k: v for k, v in results.items() if "cho" not in k}) == []
+
+
+def _test_bleu(result: dict, beam: int) -> float:
+    return next(e["bleu"] for e in result["evaluations"] if e["split"] == "test"
+                and e["beam"] == beam)
