@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seq2seq.config import Config
+from seq2seq.config import Config, DataConfig
 from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.progression import ATTENTION_FILE, QUICK_UPDATES, Job, Progression, job_config
 from seq2seq.run import RunDir, changed_keys, write_text_atomic
@@ -123,14 +123,25 @@ def train_job(prog: Progression, job: Job, quick: bool, extra: list[str], progre
     return rd
 
 
-def evaluate_job(rd: RunDir, device: str) -> list[dict[str, Any]]:
+def _translator(rd: RunDir, device: str, data: DataConfig | None):
+    """The run's best checkpoint, reading its data where ``data`` (the job's config on this
+    machine) says rather than where the machine that saved it had it."""
+    from seq2seq.inference import Translator
+
+    tr = Translator.from_run(rd.path, device=device)
+    if data is not None:
+        tr.config.data = data
+    return tr
+
+
+def evaluate_job(rd: RunDir, device: str, data: DataConfig | None = None
+                 ) -> list[dict[str, Any]]:
     """Every evaluation of :data:`EVALUATIONS`, with BLEU tokenized and lowercased beside it."""
     from seq2seq.data import load_split, split_name
     from seq2seq.evaluate import evaluate_translator
-    from seq2seq.inference import Translator
     from seq2seq.metrics import corpus_scores
 
-    tr = Translator.from_run(rd.path, device=device)
+    tr = _translator(rd, device, data)
     base = tr.decode
     out = []
     for split, beam in EVALUATIONS:
@@ -147,17 +158,17 @@ def evaluate_job(rd: RunDir, device: str) -> list[dict[str, Any]]:
     return out
 
 
-def attention_samples(rd: RunDir, device: str) -> list[dict[str, Any]]:
+def attention_samples(rd: RunDir, device: str, data: DataConfig | None = None
+                      ) -> list[dict[str, Any]]:
     """The greedy translations of :data:`ATTENTION_LINES` of the test split with the attention
     that produced them (the RNN's; the Transformer's last decoder layer, mean of its heads):
     ``[{line, source, output, name, weights (T, S)}]``, empty for a model without attention.
     Lines past the end of the test split and empty lines are left out; the first three lines
     stand in when none is left (``--quick``'s short split)."""
     from seq2seq.data import load_split, split_name
-    from seq2seq.inference import Translator
     from seq2seq.plotting import translation_maps
 
-    tr = Translator.from_run(rd.path, device=device)
+    tr = _translator(rd, device, data)
     src = load_split(tr.config.data, split_name(tr.config.data, "test"))["src"]
     lines = [i for i in ATTENTION_LINES if i < len(src)] or list(range(min(3, len(src))))
     lines = [i for i in lines if src[i].strip()]
@@ -294,8 +305,8 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
         updates = QUICK_UPDATES if quick else job.step.updates
         print(f"reproduce: {job.id} ({job.step.label}, {updates:,} updates)", flush=True)
         rd = train_job(prog, job, quick, extra, progress)
-        collect_job(prog, job, rd, evaluate_job(rd, device), quick, attention_samples(rd, device),
-                    code)
+        collect_job(prog, job, rd, evaluate_job(rd, device, cfg.data), quick,
+                    attention_samples(rd, device, cfg.data), code)
         write_report()
     return write_report()
 
@@ -306,7 +317,7 @@ def _add_attention(prog: Progression, job: Job, cfg: Config, device: str) -> Non
     out = prog.reports / job.id / ATTENTION_FILE
     rd = RunDir(prog.runs / job.id)
     if not out.is_file() and rd.best.is_file() and not run_differences(rd, cfg):
-        write_text_atomic(out, json.dumps(attention_samples(rd, device)) + "\n")
+        write_text_atomic(out, json.dumps(attention_samples(rd, device, cfg.data)) + "\n")
 
 
 SCORES = ("bleu", "bleu_13a_lc", "chrf")  # what --verify compares, per evaluation
@@ -333,7 +344,8 @@ def verify_step(prog: Progression, name: str, quick: bool = False, device: str =
                                   run_dir=str(prog.runs / "verify" / job.id))
         print(f"verify: {job.id}: training again into {cfg.run_dir}", flush=True)
         train(cfg, overwrite=True, progress=progress)
-        after = {(e["split"], e["beam"]): e for e in evaluate_job(RunDir(cfg.run_dir), device)}
+        after = {(e["split"], e["beam"]): e
+                 for e in evaluate_job(RunDir(cfg.run_dir), device, cfg.data)}
         then = {(e["split"], e["beam"]): e for e in before["evaluations"]}
         diffs = [f"{split} beam {beam}: not in the kept result" for split, beam in after
                  if (split, beam) not in then]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from seq2seq import checkpoint as ckpt
 from seq2seq.errors import ConfigError, Seq2SeqError
 from seq2seq.progression import job_config, load_progression
 from seq2seq.progression_report import (
@@ -23,7 +24,13 @@ from seq2seq.progression_report import (
     readme_table,
     update_readme,
 )
-from seq2seq.reproduce import config_differences, plan_lines, stale_result, trained
+from seq2seq.reproduce import (
+    config_differences,
+    evaluate_job,
+    plan_lines,
+    stale_result,
+    trained,
+)
 from seq2seq.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -321,3 +328,19 @@ def test_a_step_against_another_is_set_beside_it_with_the_difference(quick):
 def _test_bleu(result: dict, beam: int) -> float:
     return next(e["bleu"] for e in result["evaluations"] if e["split"] == "test"
                 and e["beam"] == beam)
+
+
+def test_a_run_saved_on_another_machine_is_evaluated_on_this_ones_data(quick, tmp_path):
+    out, _ = quick
+    prog = load_progression(PROGRESSION, out)
+    (job,) = prog.jobs("cho")
+    run = tmp_path / "run"
+    shutil.copytree(out / "runs" / job.id, run)
+    payload = ckpt.load(run / "best.pt")
+    payload["config"]["data"]["path"] = str(tmp_path / "elsewhere")  # that machine's path
+    ckpt.save_atomic(payload, run / "best.pt")
+    with pytest.raises(Seq2SeqError, match="elsewhere"):
+        evaluate_job(RunDir(run), "cpu")
+    data = job_config(prog, job, True, [f"data.path={MULTI30K}"]).data
+    kept = json.loads((prog.reports / job.id / "result.json").read_text())["evaluations"]
+    assert evaluate_job(RunDir(run), "cpu", data) == kept
