@@ -213,7 +213,7 @@ def write_progression_report(prog: Progression) -> Path:
     md += table(prog, results) + comparison_section(prog, results)
     md += ["", "Scores (sacreBLEU):", ""] + signatures(results)
     if results:
-        md += ["", "Code (the git commit of seq2seq each result was collected with): "
+        md += ["", "Code (the git commit of seq2seq that the sweep finishing each result ran): "
                + ", ".join(code_versions(results)) + "."]
     if results:
         # a job's report directory holds the small files of its run: read it as one
