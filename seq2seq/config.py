@@ -249,6 +249,10 @@ class ModelConfig:
     init: Literal["xavier", "uniform", "gaussian"] = "xavier"
     init_range: float = 0.1
     forget_bias: float = 0.0  # LSTM: the forget gate's initial bias (1.0 is the common choice)
+    # the token embeddings under init: uniform/gaussian: as the scheme says (`scheme`), or
+    # N(0, d^-1/2) as xavier gives them (`normal`): N(0, 0.01^2) embeddings, shared with the
+    # output layer, hold Adam at the unigram plateau (docs/history.md)
+    embedding_init: Literal["scheme", "normal"] = "scheme"
     # the RNN decoder's initial state s_0: bridge (tanh(W_s h_final) per layer, the default);
     # final (the encoder's final state itself, both directions concatenated, the LSTM cell too:
     # Sutskever et al. 2014, Luong et al. 2015); backward (tanh(W_s h<-_1) from the backward

@@ -232,6 +232,15 @@ def test_gaussian_init_has_orthogonal_recurrent_gates_and_zero_biases():
             assert 0.005 < p.std() < 0.015, name
 
 
+@pytest.mark.parametrize("how, std", [("scheme", 0.01), ("normal", 32 ** -0.5)])
+def test_embedding_init_gives_the_embeddings_their_own_gaussian(how, std):
+    model = _rnn("model.init=gaussian", "model.init_range=0.01", f"model.embedding_init={how}")
+    emb = model.tgt_embedding.weight
+    assert (emb[0] == 0).all() and 0.8 * std < emb[1:].std() < 1.2 * std  # pad row zero
+    enc = [p for n, p in model.named_parameters() if "weight_ih" in n][0]
+    assert 0.005 < enc.std() < 0.015  # the rest keeps the scheme
+
+
 def test_forget_bias_and_the_default_is_unchanged():
     model = _rnn("model.cell=lstm", "model.forget_bias=1.0")
     for module in model.modules():

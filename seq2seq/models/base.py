@@ -68,16 +68,17 @@ class Seq2SeqModel(nn.Module):
         return self.project(self.features(src, src_len, tgt_in))
 
     def init_parameters(self, scheme: str = "xavier", init_range: float = 0.1,
-                        forget_bias: float = 0.0) -> None:
+                        forget_bias: float = 0.0, embedding_init: str = "scheme") -> None:
         """The initial weights. ``xavier`` (every family's default): token embeddings
         ``N(0, d^-1/2)`` with a zero pad row, other matrices Xavier-uniform, biases zero.
         ``uniform``: every parameter from ``U(-init_range, init_range)`` (pad row zero).
         ``gaussian``: matrices and embeddings from ``N(0, init_range^2)``, the recurrent matrices
         of GRUs and LSTMs orthogonal gate by gate, biases zero, then the parameters a module
-        lists in ``gaussian_std`` (Bahdanau's attention) their own. ``forget_bias``: the LSTM forget
-        gates' bias. Layer norms, and modules that set ``keeps_own_init`` (the cosine score's
-        sharpening), keep their own initial values; a model built on the meta device is left
-        alone (its weights are loaded next)."""
+        lists in ``gaussian_std`` (Bahdanau's attention) their own. ``forget_bias``: the LSTM
+        forget gates' bias. ``embedding_init: normal`` gives the token embeddings
+        ``N(0, d^-1/2)`` whatever the scheme (as ``xavier`` does). Layer norms, and modules that
+        set ``keeps_own_init`` (the cosine score's sharpening), keep their own initial values;
+        a model built on the meta device is left alone (its weights are loaded next)."""
         if any(p.is_meta for p in self.parameters()):
             return
         owner: dict[int, nn.Module] = {}
@@ -89,7 +90,8 @@ class Seq2SeqModel(nn.Module):
             module = owner[id(p)]
             if isinstance(module, nn.LayerNorm) or getattr(module, "keeps_own_init", False):
                 continue
-            if scheme == "xavier":
+            if scheme == "xavier" or (embedding_init == "normal"
+                                      and isinstance(module, nn.Embedding)):
                 _xavier(p, module)
             else:
                 _paper_init(p, module, names[id(p)], scheme, init_range)

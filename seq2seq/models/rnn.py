@@ -149,7 +149,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         self.generator = nn.Linear(H, tgt_vocab_size)
         if cfg.tie_output:
             self.generator.weight = self.tgt_embedding.weight
-        self.init_parameters(cfg.init, cfg.init_range, cfg.forget_bias)
+        self.init_parameters(cfg.init, cfg.init_range, cfg.forget_bias, cfg.embedding_init)
 
     def _build_decoder(self, cfg: ModelConfig, E: int, H: int, De: int) -> None:
         """Create the decoder's modules: ``self.rnn`` first, then attention and output layer.

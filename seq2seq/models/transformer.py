@@ -208,7 +208,7 @@ class Transformer(Seq2SeqModel):
         self.generator = nn.Linear(d, tgt_vocab_size)
         if cfg.tie_output:
             self.generator.weight = self.tgt_embedding.weight
-        self.init_parameters(cfg.init, cfg.init_range)
+        self.init_parameters(cfg.init, cfg.init_range, embedding_init=cfg.embedding_init)
 
     def encode(self, src, src_len) -> State:
         mask = src != PAD  # (B, S)
