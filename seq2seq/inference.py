@@ -29,7 +29,7 @@ from seq2seq.errors import CheckpointError, one_line
 from seq2seq.models import Seq2SeqModel, build_model
 from seq2seq.quantize import check_quantize, quantize_model
 from seq2seq.run import RunDir
-from seq2seq.runtime import pick_device
+from seq2seq.runtime import pick_device, tune_backends
 from seq2seq.search import Hypothesis, make_search, max_lengths
 from seq2seq.vocab import Vocab
 
@@ -166,6 +166,7 @@ class Translator:
         the CPU arithmetic of the linear layers."""
         run_dir = RunDir(run).require()
         dev = pick_device(device)
+        tune_backends(dev)
         check_quantize(quantize, dev)
         path, cfg, model, src_vocab, tgt_vocab = load_run_model(run_dir, checkpoint)
         model = quantize_model(model.to(dev).eval(), quantize)

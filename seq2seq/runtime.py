@@ -47,9 +47,15 @@ def tune_backends(device: torch.device) -> None:
     (torch's first choice for bf16/fp16 on recent GPUs) build an execution plan for every new
     shape; NMT batches change shape every update, so each call spent about 12 ms of CPU time
     building plans and bf16 training ran 10x slower than fp32 (H200, docs/performance.md).
-    The flash and memory-efficient kernels have no such cost."""
+    The flash and memory-efficient kernels have no such cost.
+
+    ``fp32`` means IEEE float32 there too: cuDNN's recurrent layers would otherwise round
+    their inputs to TF32 (10-bit mantissa) on Ampere and later GPUs, and a result trained
+    "in fp32" would not be one (``bf16``/``fp16`` are the opt-in fast paths)."""
     if device.type == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(False)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def pick_device(name: str = "auto") -> torch.device:
