@@ -138,9 +138,9 @@ def bar_chart(names: list[str], values: list[float], ylabel: str, path: Path,
 
 
 def learning_curves(curves: dict[str, list[dict[str, Any]]], path: Path,
-                    metric: str = "bleu") -> None:
-    """Validation ``metric`` of every run against training minutes (left) and updates
-    (right), on shared axes with one legend."""
+                    metric: str = "bleu", log_time: bool = False) -> None:
+    """Validation ``metric`` of every run against training minutes (left; logarithmic with
+    ``log_time``) and updates (right), on shared axes with one legend."""
     fig, (ax_t, ax_u) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     # up to 10 runs: tab10 colours; more: 20 colours and a second line style and marker, so
     # that no two runs look alike
@@ -157,14 +157,17 @@ def learning_curves(curves: dict[str, list[dict[str, Any]]], path: Path,
         ax_t.plot([r["train_s"] / 60 for r in rows], ys, label=name, **style)
         ax_u.plot([r["update"] for r in rows], ys, **style)
     label = {"bleu": "validation BLEU", "chrf": "validation chrF", "loss": "validation loss"}
-    ax_t.set_xlabel("training time (minutes)")
+    ax_t.set_xlabel("training time (minutes" + (", log scale)" if log_time else ")"))
+    if log_time:
+        ax_t.set_xscale("log")
     ax_u.set_xlabel("updates")
     ax_t.set_ylabel(label.get(metric, metric))
     for ax in (ax_t, ax_u):
         ax.grid(alpha=0.3)
     handles, labels = ax_t.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.82, 1))
-    fig.savefig(path, dpi=120)
+    fig.tight_layout()
+    # outside the axes, on the right; the saved figure grows to hold it whatever the names
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 

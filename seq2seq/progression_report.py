@@ -62,13 +62,19 @@ def steady_speed(reports: Path, result: dict[str, Any]) -> tuple[float, float]:
     return statistics.median(per_update) * result["updates"] / 60, statistics.median(rates)
 
 
-def _row(reports: Path, results: list[dict[str, Any]], noise: float | None) -> str:
-    r = results[0]
-    m = r["machine"]
+def machine_name(result: dict[str, Any]) -> str:
+    """Where a result was trained: its GPU, or its CPU's kind and threads."""
+    m = result["machine"]
+    if str(result.get("device") or "").startswith("cuda") and m["cuda"]:
+        return m["cuda"]
     kind = "AVX-512 bf16" if "avx512_bf16" in m["cpu_flags"] else (
         "AVX-512" if "avx512f" in m["cpu_flags"] else "AVX2")
-    on_gpu = str(r.get("device") or "").startswith("cuda") and m["cuda"]
-    where = m["cuda"] if on_gpu else f"{kind} CPU, {m['threads']} threads"
+    return f"{kind} CPU, {m['threads']} threads"
+
+
+def _row(reports: Path, results: list[dict[str, Any]], noise: float | None) -> str:
+    r = results[0]
+    where = machine_name(r)
     speeds = [steady_speed(reports, x) for x in results]
     cells = [
         r["label"], str(r["year"]), r["paper"], r["attention"] or "–", r["direction"],
@@ -217,16 +223,22 @@ def write_progression_report(prog: Progression) -> Path:
                + ", ".join(code_versions(results)) + "."]
     if results:
         # a job's report directory holds the small files of its run: read it as one
+        # runs trained on different machines are named with theirs and share a logarithmic
+        # time axis, where minutes on a GPU and hours on a CPU both stay readable
+        machines = {machine_name(r) for r in results.values()}
         curves = {}
         for job_id, result in results.items():  # time at the run's steady pace, as the table
             per_update = steady_speed(prog.reports, result)[0] * 60 / max(result["updates"], 1)
-            curves[job_id] = [{**r, "train_s": r["update"] * per_update}
-                              for r in RunDir(prog.reports / job_id).records("valid")]
+            name = job_id + (f" ({machine_name(result)})" if len(machines) > 1 else "")
+            curves[name] = [{**r, "train_s": r["update"] * per_update}
+                            for r in RunDir(prog.reports / job_id).records("valid")]
         png = prog.report.with_name(f"{prog.report.stem}_curves.png")
         png.parent.mkdir(parents=True, exist_ok=True)
-        learning_curves(curves, png)
+        learning_curves(curves, png, log_time=len(machines) > 1)
+        where = ("; a logarithmic axis, since the runs were trained on different machines: "
+                 + ", ".join(sorted(machines))) if len(machines) > 1 else ""
         md += ["", "Validation BLEU against training time (at each run's steady pace, as in the "
-               "table) and against updates:", "", f"![learning curves]({png.name})"]
+               f"table{where}) and against updates:", "", f"![learning curves]({png.name})"]
     md += attention_section(prog, results)
     md += published_section(prog)
     if pending:

@@ -23,6 +23,7 @@ from seq2seq.progression_report import (
     finished_results,
     readme_table,
     update_readme,
+    write_progression_report,
 )
 from seq2seq.reproduce import (
     config_differences,
@@ -344,3 +345,23 @@ def test_a_run_saved_on_another_machine_is_evaluated_on_this_ones_data(quick, tm
     data = job_config(prog, job, True, [f"data.path={MULTI30K}"]).data
     kept = json.loads((prog.reports / job.id / "result.json").read_text())["evaluations"]
     assert evaluate_job(RunDir(run), "cpu", data) == kept
+
+
+def test_results_from_several_machines_name_theirs(quick, tmp_path):
+    """A sweep spread over a CPU and a GPU: each row and curve says where it was trained, and
+    the time axis is logarithmic (GPU minutes beside CPU hours)."""
+    out, _ = quick
+    shutil.copytree(out / "progression", tmp_path / "progression")
+    prog = load_progression(PROGRESSION, tmp_path)
+    kept = prog.reports / "luong_general.de-en.s1234" / "result.json"
+    result = json.loads(kept.read_text())
+    result["device"], result["machine"]["cuda"] = "cuda", "NVIDIA H200"
+    kept.write_text(json.dumps(result))
+    report = write_progression_report(prog).read_text()
+    (row,) = [line for line in report.splitlines() if line.startswith("| global attention")]
+    assert "NVIDIA H200, fp32" in row
+    assert report.count("(NVIDIA H200, ") == 1 and "CPU, " in report
+    assert "a logarithmic axis, since the runs were trained on different machines" in report
+    result["device"] = "cpu"  # one machine again: a linear axis, nothing said
+    kept.write_text(json.dumps(result))
+    assert "logarithmic" not in write_progression_report(prog).read_text()
