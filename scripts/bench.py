@@ -116,25 +116,30 @@ class Clock:
             self.spent[name] += time.perf_counter() - t0
 
 
-def update(model, opt, batches: TrainBatches, idx, cfg, precision: str, device: torch.device,
-           clock: Clock) -> tuple[Batch, float]:
-    """One training update as the Trainer takes it; returns the batch and its summed loss."""
+def update(model, opt, batches: TrainBatches, group, cfg, precision: str,
+           device: torch.device, clock: Clock) -> tuple[list[Batch], float]:
+    """One training update as the Trainer takes it: the gradients of ``group``'s batches
+    (``train.accumulate`` of them) summed, divided by their target tokens, one optimizer step;
+    returns the batches and their summed loss."""
     with clock.section("data"):
-        b = batches.collate(idx).to(device)
-    with clock.section("forward"), autocast(precision, device):
-        feats = model.features(b.src, b.src_len, b.tgt_in)
-    with clock.section("loss"), autocast(precision, device):
-        loss = output_loss(model, feats, b, cfg.train.label_smoothing)
-    with clock.section("backward"):
-        opt.zero_grad(set_to_none=True)
-        (loss / max(b.n_tgt_tokens, 1)).backward()
-        loss_value = float(loss.detach())
+        parts = [batches.collate(idx).to(device) for idx in group]
+    total = max(sum(b.n_tgt_tokens for b in parts), 1)
+    opt.zero_grad(set_to_none=True)
+    loss_value = 0.0
+    for b in parts:
+        with clock.section("forward"), autocast(precision, device):
+            feats = model.features(b.src, b.src_len, b.tgt_in)
+        with clock.section("loss"), autocast(precision, device):
+            loss = output_loss(model, feats, b, cfg.train.label_smoothing)
+        with clock.section("backward"):
+            (loss / total).backward()
+            loss_value += float(loss.detach())
     with clock.section("optimizer"):
         if cfg.train.clip_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
             bool(torch.isfinite(norm))
         opt.step()
-    return b, loss_value
+    return parts, loss_value
 
 
 def count_flops(model, batches: TrainBatches, order, cfg, precision: str,
@@ -143,7 +148,7 @@ def count_flops(model, batches: TrainBatches, order, cfg, precision: str,
     counter = FlopCounterMode(display=False)
     clock = Clock(device)
     with counter:
-        for idx in order:
+        for idx in (idx for group in order for idx in group):
             with clock.section("data"):
                 b = batches.collate(idx).to(device)
             with autocast(precision, device):
@@ -157,8 +162,8 @@ def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | 
             device: torch.device):
     overrides = [f"data.path={data}"] if data else []
     overrides.append(f"train.precision={precision}")
-    if batch_tokens:
-        overrides.append(f"train.batch_tokens={batch_tokens}")
+    if batch_tokens:  # one batch of this size an update
+        overrides += [f"train.batch_tokens={batch_tokens}", "train.accumulate=1"]
     cfg = load_config(config, overrides)
     if cfg.train.release_memory:  # as the Trainer does
         return_freed_memory()
@@ -174,7 +179,9 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
                 flops: bool = True, ops: int = 0) -> dict:
     precision = resolve_precision(precision, device)
     cfg, batches, model, opt = prepare(config, data, precision, batch_tokens, device)
-    order = batches.epoch(1)[: warmup + updates]
+    acc = cfg.train.accumulate  # an update sums the gradients of this many batches
+    flat = batches.epoch(1)[: (warmup + updates) * acc]
+    order = [flat[i:i + acc] for i in range(0, len(flat), acc)]
     model.train()
     clock = Clock(device)
     src = tgt = src_pad = tgt_pad = 0
@@ -182,10 +189,11 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
     for i, idx in enumerate(order):
         clock.on = i >= warmup
         with profiler if i == warmup else contextlib.nullcontext():
-            b, _ = update(model, opt, batches, idx, cfg, precision, device, clock)
+            parts, _ = update(model, opt, batches, idx, cfg, precision, device, clock)
         if clock.on:
-            src, tgt = src + b.n_src_tokens, tgt + b.n_tgt_tokens
-            src_pad, tgt_pad = src_pad + b.src.numel(), tgt_pad + b.tgt_out.numel()
+            for b in parts:
+                src, tgt = src + b.n_src_tokens, tgt + b.n_tgt_tokens
+                src_pad, tgt_pad = src_pad + b.src.numel(), tgt_pad + b.tgt_out.numel()
     if ops:
         key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(f"\n{config.stem}, {precision}: the {ops} operators with the most time in one "
@@ -193,7 +201,8 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
     elapsed = sum(clock.spent.values())
     row = {
         "kind": "train", "config": config.stem, "precision": precision,
-        "batch tokens": cfg.train.batch_tokens, "params": model.num_parameters(),
+        "batch tokens": f"{acc} x {cfg.train.batch_tokens}" if acc > 1 else cfg.train.batch_tokens,
+        "params": model.num_parameters(),
         "updates": updates, "s/update": elapsed / updates,
         "tgt tok/s": tgt / elapsed, "src tok/s": src / elapsed,
         "padding": 1 - (src + tgt) / (src_pad + tgt_pad),
@@ -255,7 +264,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--precision", default="fp32",
                     help="comma-separated training precisions to time: fp32, bf16, auto")
     ap.add_argument("--batch-tokens", default="",
-                    help="comma-separated train.batch_tokens to time (default: the config's)")
+                    help="comma-separated train.batch_tokens to time, one batch an update "
+                    "(default: the config's batch_tokens and accumulate)")
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
     ap.add_argument("--ops", type=int, default=0,
                     help="also print the N operators that took the most time in one update")

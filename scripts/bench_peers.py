@@ -22,14 +22,16 @@ Fairness rules:
   each tool's own.
 * Same models: OpenNMT-py configs written to match configs/multi30k/transformer.yaml and
   bahdanau.yaml (ONMT_MODELS says what OpenNMT-py cannot match); both parameter counts are shown.
-* Same token budget: batches of at most 4,096 padded tokens, the same number of updates, fp32,
-  the CPU, torch's default threads (one per core) in both tools.
+* Same token budget: batches of at most the seq2seq config's ``train.batch_tokens`` padded
+  tokens, ``train.accumulate`` of them summed into an update (OpenNMT-py's ``batch_size`` and
+  ``accum_count``), the same number of updates, fp32, the CPU, torch's default threads (one per
+  core) in both tools.
 * Same measure: training throughput is target tokens per wall-clock second over the log windows
   (every 10 updates) after the first WARMUP_UPDATES updates, which hold data loading and warm-up.
   seq2seq's tokens are its window rate (tgt_tokens_per_s) times the window's wall_s; OpenNMT-py's
   are the average target tokens per batch of its ``Step`` line (bsz) times the batches in the
-  window, over the seconds between the millisecond timestamps of consecutive ``Step`` lines (its
-  printed tok/s rates are not used).
+  window (updates times accum_count), over the seconds between the millisecond timestamps of
+  consecutive ``Step`` lines (its printed tok/s rates are not used).
 * Same decoding work: test_2016_flickr in batches of 64 sentences, greedy and beam 5, every
   output exactly FIXED_LENGTH decoder steps (seq2seq: --fixed-length, 19 tokens and eos;
   OpenNMT-py and CTranslate2: min = max length, 20 tokens that the cap ends), timed without
@@ -61,6 +63,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from seq2seq.config import load_config  # noqa: E402
 from seq2seq.run import RunDir  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "seq2seq-peers"
@@ -91,7 +94,7 @@ PEER_REQUIREMENTS = (
 # OpenNMT-py options shared by both models: data, batching, fp32 on the CPU, logging.
 ONMT_COMMON = {
     "share_vocab": True, "seed": 1234, "model_dtype": "fp32", "batch_type": "tokens",
-    "batch_size": 4096, "normalization": "tokens", "optim": "adam", "report_every": LOG_EVERY,
+    "normalization": "tokens", "optim": "adam", "report_every": LOG_EVERY,
     "valid_steps": 10**9, "overwrite": True, "hidden_size": 256, "word_vec_size": 256,
     "share_embeddings": True, "share_decoder_embeddings": True,
     # one process like seq2seq (the default 2 loader processes would share the 2 cores)
@@ -281,6 +284,13 @@ def prepare_onmt_data(sp_model: Path, data: Path, out: Path) -> int:
     return len(pairs)
 
 
+def onmt_batching(model: str) -> dict:
+    """OpenNMT-py's batch size and gradient accumulation: the seq2seq config's."""
+    train = load_config(MODELS[model]).train
+    return {"batch_size": train.batch_tokens, "accum_count": [train.accumulate],
+            "accum_steps": [0]}
+
+
 def write_onmt_config(model: str, out: Path, n_train: int, updates: int) -> Path:
     """OpenNMT-py's YAML config for ``model`` (JSON values are YAML)."""
     opts = {
@@ -291,7 +301,7 @@ def write_onmt_config(model: str, out: Path, n_train: int, updates: int) -> Path
         # one bucket = one epoch; the default (262,144 examples) would cycle Multi30k 9 times
         # into memory before the first batch
         "bucket_size": n_train,
-        **ONMT_COMMON, **ONMT_MODELS[model],
+        **ONMT_COMMON, **ONMT_MODELS[model], **onmt_batching(model),
     }
     path = out / "onmt.yaml"
     path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in opts.items()))
@@ -320,15 +330,16 @@ def seq2seq_windows(run: RunDir) -> list[Window]:
             for a, b in zip(train, train[1:])]
 
 
-def onmt_windows(log: str) -> list[Window]:
-    """Windows between consecutive ``Step`` lines of an OpenNMT-py training log."""
+def onmt_windows(log: str, accum: int = 1) -> list[Window]:
+    """Windows between consecutive ``Step`` lines of an OpenNMT-py training log (``bsz`` is
+    per batch, ``accum`` batches an update)."""
     steps = []
     for line in log.splitlines():
         m = ONMT_STEP.match(line)
         if m:
             stamp = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
             steps.append((int(m[2]), stamp, int(m[3])))
-    return [Window(u0, u1, t1 - t0, bsz_tgt * (u1 - u0))
+    return [Window(u0, u1, t1 - t0, bsz_tgt * (u1 - u0) * accum)
             for (u0, t0, _), (u1, t1, bsz_tgt) in zip(steps, steps[1:])]
 
 
@@ -358,7 +369,8 @@ def train_onmt(model: str, peers: Peers, work: Path, data: Path, updates: int) -
                                 env=peers.env)
     text = log.read_text(encoding="utf-8")
     params = ONMT_PARAMS.search(text)
-    return {"params": int(params[1]) if params else None, **steady_rate(onmt_windows(text)),
+    windows = onmt_windows(text, onmt_batching(model)["accum_count"][0])
+    return {"params": int(params[1]) if params else None, **steady_rate(windows),
             "peak_rss_mib": rss, "process_s": seconds}
 
 
