@@ -374,9 +374,10 @@ def train_onmt(model: str, peers: Peers, work: Path, data: Path, updates: int) -
             "peak_rss_mib": rss, "process_s": seconds}
 
 
-def bench_training(peers: Peers, work: Path, data: Path, updates: int) -> list[dict]:
+def bench_training(peers: Peers, work: Path, data: Path, updates: int,
+                   models: list[str] | None = None) -> list[dict]:
     rows = []
-    for model in MODELS:
+    for model in models or list(MODELS):
         print(f"training {model}: seq2seq, then OpenNMT-py, {updates} updates each", flush=True)
         ours = train_seq2seq(model, work, data, updates)
         theirs = train_onmt(model, peers, work, data, updates)
@@ -526,6 +527,8 @@ def parse_args() -> argparse.Namespace:
                     "else ../shared/data/multi30k beside the repository)")
     ap.add_argument("--updates", type=int, default=100, help="training updates per tool")
     ap.add_argument("--only", choices=["train", "decode"], help="one half of the benchmark")
+    ap.add_argument("--model", choices=list(MODELS), action="append",
+                    help="train only this model (repeatable; default: both)")
     ap.add_argument("--json", type=Path, help="also write every number to this file")
     args = ap.parse_args()
     if args.updates < WARMUP_UPDATES + LOG_EVERY:
@@ -544,7 +547,7 @@ def main() -> int:
     machine = machine_facts(peers)
     print(headline(machine), flush=True)
     training = [] if args.only == "decode" else bench_training(
-        peers, args.workdir, args.data, args.updates)
+        peers, args.workdir, args.data, args.updates, args.model)
     decoding = [] if args.only == "train" else bench_decoding(
         peers, args.workdir, machine["threads_peers"])
     wall = time.perf_counter() - t0
