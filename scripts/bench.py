@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import platform
 import resource
@@ -45,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from seq2seq.batching import Batch, TrainBatches  # noqa: E402
 from seq2seq.config import load_config  # noqa: E402
 from seq2seq.data import load_split, split_name  # noqa: E402
-from seq2seq.inference import Translator, decode_ids  # noqa: E402
+from seq2seq.inference import Translator, decode_ids, decode_workers  # noqa: E402
 from seq2seq.models import build_model  # noqa: E402
 from seq2seq.optim import build_optimizer  # noqa: E402
 from seq2seq.runtime import (  # noqa: E402
@@ -217,25 +218,28 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
 
 
 def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[int],
-                 fixed_length: int | None, quantize: str, device: str) -> list[dict]:
+                 fixed_length: int | None, quantize: str, device: str,
+                 workers: list[int] = (0,)) -> list[dict]:
     tr = Translator.from_run(run, device=device, quantize=quantize)
     ds = load_split(tr.config.data, split_name(tr.config.data, "test"))
     src_ids = tr.src_vocab.encode(ds["src"][:sentences])
     length = {} if fixed_length is None else {
         "max_len_a": 0, "max_len_b": fixed_length, "min_len": fixed_length - 1}
     rows = []
-    for beam in beams:
-        for bs in batch_sizes:
-            decode = tr.config.decode.override(batch_size=bs, beam_size=beam, n_best=1, **length)
-            sync(tr.device)
-            t0 = time.perf_counter()
-            hyps = decode_ids(tr.model, src_ids, decode, tr.device)
-            sync(tr.device)
-            dt = time.perf_counter() - t0
-            out_tokens = sum(len(h) + 1 for h in hyps)  # eos included: one decoder step each
-            rows.append({"kind": "decode", "run": run.name, "quantize": quantize, "beam": beam,
-                         "batch": bs, "sentences": len(src_ids), "out tok/s": out_tokens / dt,
-                         "sent/s": len(src_ids) / dt, "s": dt})
+    for beam, bs, w in itertools.product(beams, batch_sizes, workers):
+        decode = tr.config.decode.override(batch_size=bs, beam_size=beam, n_best=1,
+                                           workers=w, **length)
+        sync(tr.device)
+        t0 = time.perf_counter()
+        hyps = decode_ids(tr.model, src_ids, decode, tr.device)
+        sync(tr.device)
+        dt = time.perf_counter() - t0
+        out_tokens = sum(len(h) + 1 for h in hyps)  # eos included: one decoder step each
+        batches = -(-len(src_ids) // bs)
+        rows.append({"kind": "decode", "run": run.name, "quantize": quantize, "beam": beam,
+                     "batch": bs, "workers": decode_workers(w, tr.device, batches),
+                     "sentences": len(src_ids), "out tok/s": out_tokens / dt,
+                     "sent/s": len(src_ids) / dt, "s": dt})
     return rows
 
 
@@ -279,6 +283,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--fixed-length", type=int,
                     help="force every output to this many decoder steps (eos included)")
     ap.add_argument("--quantize", default="none", help="comma-separated: none, int8")
+    ap.add_argument("--workers", default="0", help="comma-separated decode.workers: batches "
+                    "decoded at once on the CPU, one thread each (0: one per core; 1: one batch "
+                    "on all cores)")
     ap.add_argument("--json", type=Path, help="also write every row to this file")
     return ap.parse_args()
 
@@ -310,7 +317,7 @@ def main() -> int:
         beams = [int(x) for x in args.beams.split(",")]
         dec = [r for run in args.run for q in args.quantize.split(",")
                for r in bench_decode(run, args.sentences, sizes, beams, args.fixed_length, q,
-                                     args.device)]
+                                     args.device, [int(x) for x in args.workers.split(",")])]
         what = f"exactly {args.fixed_length} steps" if args.fixed_length else "natural lengths"
         print(f"\nDecoding (beam 1 = greedy), test split, {what}\n" + table(dec))
         rows += dec

@@ -61,6 +61,11 @@ NBestOpt = Annotated[
                              help="Hypotheses per sentence (raises --beam to at least this).")
 ]
 
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", min=0,
+                             help="Batches decoded at once on the CPU, one thread each (0: one "
+                             "per core; 1: one batch on all cores; default: decode.workers).")
+]
 QuantizeOpt = Annotated[
     str, typer.Option("--quantize", help="none, or int8: the linear layers in 8-bit integer "
                       "arithmetic on the CPU (faster; BLEU changes slightly, see "
@@ -70,8 +75,8 @@ QuantizeOpt = Annotated[
 
 def _translator(run: Path, checkpoint: str, device: str, batch_size: int | None,
                 beam: int | None, alpha: float | None, length_penalty: str | None,
-                n_best: int | None, hard_attention: bool | None, quantize: str = "none"
-                ) -> Translator:
+                n_best: int | None, hard_attention: bool | None, quantize: str = "none",
+                workers: int | None = None) -> Translator:
     """Load the run's translator with its search options: the run's decode config with the
     command line's options that were given (None = the run's value), validated."""
     from seq2seq.inference import Translator
@@ -81,7 +86,7 @@ def _translator(run: Path, checkpoint: str, device: str, batch_size: int | None,
         n_best = min(tr.config.decode.n_best, beam)
     tr.decode = tr.config.decode.override(
         batch_size=batch_size, beam_size=beam, alpha=alpha, length_penalty=length_penalty,
-        n_best=n_best, hard_attention=hard_attention)
+        n_best=n_best, hard_attention=hard_attention, workers=workers)
     return tr
 
 
@@ -193,6 +198,7 @@ def evaluate(
                           "none, zh, ... (tok: in the signature).")
     ] = "13a",
     quantize: QuantizeOpt = "none",
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate a split (or --src/--ref files) and report sacreBLEU BLEU, chrF and TER with
@@ -203,7 +209,7 @@ def evaluate(
     if (src is None) != (ref is None):
         raise Seq2SeqError("--src and --ref go together")
     tr = _translator(run, checkpoint, device, batch_size, beam, alpha, length_penalty, n_best,
-                     hard_attention, quantize)
+                     hard_attention, quantize, workers)
     report = evaluate_translator(tr, split=split, src_file=src, ref_file=ref,
                                  lowercase=lowercase, tokenize=tokenize)
     for name in ("bleu", "chrf", "ter"):
@@ -229,6 +235,7 @@ def translate(
                                  "model: plot this head (from 1) instead of the heads' mean.")
     ] = None,
     quantize: QuantizeOpt = "none",
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Translate standard input, one sentence a line, to standard output in the same order.
@@ -242,7 +249,7 @@ def translate(
     from seq2seq.streaming import translate_stream
 
     tr = _translator(run, checkpoint, device, batch_size, beam, alpha, length_penalty, n_best,
-                     hard_attention, quantize)
+                     hard_attention, quantize, workers)
     plotter = None
     if plot_attention is not None:
         from seq2seq.plotting import AttentionPlotter

@@ -415,9 +415,15 @@ class DecodeConfig:
     # longest pair training keeps; always less than the model's position table); longer input
     # is cut with a warning naming the line
     max_input_len: int | None = None
+    # batches decoded at once on the CPU, each on one thread of its own (0: one per core, at
+    # most one per batch; 1: one batch at a time on all cores). Small decoder steps keep two
+    # cores busier as two batches than as one (docs/performance.md); outputs are the same
+    workers: int = 0
 
     def validate(self) -> None:
         _positive("decode", batch_size=self.batch_size, beam_size=self.beam_size)
+        _at_least("decode", 0, workers=self.workers)
+        _at_most("decode", 1024, "threads", workers=self.workers)
         _at_least("decode", 0, max_len_a=self.max_len_a)
         _at_least("decode", 1, max_len_b=self.max_len_b, max_input_len=self.max_input_len)
         _at_least("decode", 0, min_len=self.min_len)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,26 +66,63 @@ def print_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-@torch.no_grad()
 def search_ids(
     model: Seq2SeqModel, src_ids: Sequence[Sequence[int]], decode: DecodeConfig,
     device: torch.device, return_attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """Decode encoded source sentences in length-sorted batches with the search ``decode``
     asks for (greedy for ``beam_size`` 1, else beam search); per sentence, in input order, its
-    ``n_best`` hypotheses best first."""
+    ``n_best`` hypotheses best first. On the CPU, ``decode.workers`` batches are decoded at
+    once (:func:`decode_workers`)."""
     model.eval()
     model.set_hard_attention(decode.hard_attention)
     strategy = make_search(decode, return_attention)
+    batches = list(inference_batches(src_ids, decode.batch_size))
+
+    def search(idx: torch.Tensor) -> list[list[Hypothesis]]:
+        with torch.no_grad():  # grad mode is per thread: each worker sets its own
+            batch = make_batch([src_ids[i] for i in idx], index=idx).to(device)
+            limit = max_lengths(batch.src_len, decode.max_len_a, decode.max_len_b,
+                                cap=model.max_positions)
+            return strategy.search(model, batch.src, batch.src_len, limit)
+
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
-    for idx in inference_batches(src_ids, decode.batch_size):
-        batch = make_batch([src_ids[i] for i in idx], index=idx).to(device)
-        limit = max_lengths(batch.src_len, decode.max_len_a, decode.max_len_b,
-                            cap=model.max_positions)
-        out = strategy.search(model, batch.src, batch.src_len, limit)
-        for j, i in enumerate(idx.tolist()):
-            results[i] = out[j]
+    workers = decode_workers(decode.workers, device, len(batches))
+    with one_thread_each(workers) as pool:
+        outputs = pool.map(search, batches) if pool else map(search, batches)
+        for idx, out in zip(batches, outputs):
+            for j, i in enumerate(idx.tolist()):
+                results[i] = out[j]
     return results
+
+
+def decode_workers(asked: int, device: torch.device, batches: int) -> int:
+    """How many batches to decode at once: ``asked`` (0: one per core), at most one per batch,
+    and 1 off the CPU. A decoder step of 64 sentences is a series of small products that two
+    threads share badly: two batches on one thread each decode about 1.3x faster than one batch
+    on two (docs/performance.md, Decoding)."""
+    if device.type != "cpu":
+        return 1
+    cores = torch.get_num_threads()  # the cores torch may use (train.num_threads, OMP_...)
+    return max(1, min(asked or cores, batches))
+
+
+@contextlib.contextmanager
+def one_thread_each(workers: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A pool of ``workers`` threads with torch's intra-op threads set to 1 while it lives
+    (restored after), or None for one worker. Each operator releases the GIL while it computes,
+    so the workers' products run side by side."""
+    if workers <= 1:
+        yield None
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="seq2seq-decode")
+    try:
+        yield pool
+    finally:  # on an error or Ctrl-C only the batches being decoded are finished
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 def decode_ids(model: Seq2SeqModel, src_ids: Sequence[Sequence[int]], decode: DecodeConfig,

@@ -57,10 +57,11 @@ def trained(rd: RunDir, updates: int) -> bool:
 
 # Where and how a job runs, not what it computes: a difference here does not make its run or
 # results stale (another machine, its data elsewhere, a GPU, the token cache on or off, how
-# often it logs, which checkpoints it keeps; none of these changes a trained weight).
+# often it logs, which checkpoints it keeps, how many batches decode at once; none of these
+# changes a trained weight).
 PLACE_KEYS = ("run_dir", "data.path", "data.fetch", "data.token_cache", "train.device",
               "train.num_threads", "train.release_memory", "train.log_every", "train.keep_last",
-              "train.keep_best")
+              "train.keep_best", "decode.workers")
 
 
 def config_differences(before: Config, now: Config, precision: str | None = None) -> list[str]:

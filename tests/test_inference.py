@@ -4,8 +4,8 @@ import torch
 from seq2seq import checkpoint as ckpt
 from seq2seq.batching import make_batch
 from seq2seq.config import load_config
-from seq2seq.errors import CheckpointError
-from seq2seq.inference import model_from_weights
+from seq2seq.errors import CheckpointError, ConfigError
+from seq2seq.inference import decode_workers, model_from_weights, search_ids
 from seq2seq.models import build_model
 
 ARCHS = {
@@ -36,3 +36,54 @@ def test_weights_load_into_a_model_built_without_memory(arch, tmp_path):
     wrong = load_config(None, [*ARCHS[arch], "model.embed_size=8", "model.hidden_size=8"])
     with pytest.raises(CheckpointError, match="do not fit"):
         model_from_weights(wrong, 30, 30, payload["model"], path)
+
+
+def _sources(n: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randint(4, 30, (int(torch.randint(1, 12, (1,), generator=g)),),
+                          generator=g).tolist() for _ in range(n)]
+
+
+@pytest.mark.parametrize("arch", ["rnn", "transformer"])
+@pytest.mark.parametrize("beam", [1, 3])
+def test_workers_decode_what_one_thread_decodes(arch, beam):
+    """decode.workers > 1 runs several batches at once, each on one thread: every hypothesis
+    (tokens and score) is the one a single thread computes, in input order, and torch's thread
+    count is back afterwards."""
+    cfg = load_config(None, ARCHS[arch])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 30, 30).eval()
+    src, cpu = _sources(23), torch.device("cpu")
+    decode = cfg.decode.override(batch_size=4, beam_size=beam, n_best=beam)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = search_ids(model, src, decode.override(workers=1), cpu)
+    finally:
+        torch.set_num_threads(threads)
+    together = search_ids(model, src, decode.override(workers=3), cpu)
+    assert torch.get_num_threads() == threads
+    assert [[(h.tokens, h.score) for h in hyps] for hyps in together] == \
+        [[(h.tokens, h.score) for h in hyps] for hyps in alone]
+
+
+def test_decode_workers_count():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert decode_workers(0, cpu, 100) == torch.get_num_threads()  # one per core
+    assert decode_workers(4, cpu, 3) == 3  # at most one per batch
+    assert decode_workers(4, cpu, 0) == 1
+    assert decode_workers(1, cpu, 100) == 1
+    assert decode_workers(4, cuda, 100) == 1  # the GPU decodes one batch at a time
+    with pytest.raises(ConfigError, match="decode.workers"):
+        load_config(None, ["decode.workers=-1"])
+
+
+def test_a_failing_batch_stops_the_workers_and_restores_threads():
+    cfg = load_config(None, ARCHS["rnn"])
+    model = build_model(cfg.model, 30, 30).eval()
+    threads = torch.get_num_threads()
+    bad = [[5, 6], [7], [99]]  # id 99 is outside the 30-word vocabulary
+    with pytest.raises(IndexError):
+        search_ids(model, bad * 4, cfg.decode.override(batch_size=1, workers=2),
+                   torch.device("cpu"))
+    assert torch.get_num_threads() == threads
