@@ -36,9 +36,11 @@ Fairness rules:
   output exactly FIXED_LENGTH decoder steps (seq2seq: --fixed-length, 19 tokens and eos;
   OpenNMT-py and CTranslate2: min = max length, 20 tokens that the cap ends), timed without
   model loading; output tokens/s = sentences * FIXED_LENGTH / seconds. CTranslate2 decodes the
-  converted OpenNMT-py Transformer in fp32 with intra_threads = torch's thread count, one
-  translator. CTranslate2 converts only OpenNMT-py's Transformers, so only the Transformers are
-  decoded.
+  converted OpenNMT-py Transformer in fp32. Each tool decodes with the threads spent two ways,
+  one batch at a time on all of them (CTranslate2 inter_threads 1, seq2seq decode.workers 1)
+  and one batch per thread (inter_threads = threads, intra_threads 1; decode.workers = threads),
+  and the faster is compared (both are in the JSON). CTranslate2 converts only OpenNMT-py's
+  Transformers, so only the Transformers are decoded.
 
 Peak RSS is the largest resident set of a training process or of a child it waited for
 (os.wait4, what /usr/bin/time reports). The load average at the start and the end is printed:
@@ -139,17 +141,20 @@ import json, sys, time
 import ctranslate2
 model, src, threads, batch, length, beams = sys.argv[1:7]
 tokens = [line.split() for line in open(src, encoding="utf-8")]
-translator = ctranslate2.Translator(model, device="cpu", compute_type="float32",
-                                    intra_threads=int(threads), inter_threads=1)
 result = {}
-for beam in map(int, beams.split(",")):
-    t0 = time.perf_counter()
-    out = translator.translate_batch(tokens, max_batch_size=int(batch),
-                                     beam_size=beam,
-                                     min_decoding_length=int(length),
-                                     max_decoding_length=int(length))
-    seconds = time.perf_counter() - t0
-    result[beam] = {"s": seconds, "lengths": sorted({len(r.hypotheses[0]) for r in out})}
+for inter in sorted({1, int(threads)}):  # one batch on all threads; one batch per thread
+    translator = ctranslate2.Translator(model, device="cpu", compute_type="float32",
+                                        intra_threads=int(threads) // inter, inter_threads=inter)
+    for beam in map(int, beams.split(",")):
+        t0 = time.perf_counter()
+        out = translator.translate_batch(tokens, max_batch_size=int(batch),
+                                         beam_size=beam,
+                                         min_decoding_length=int(length),
+                                         max_decoding_length=int(length))
+        seconds = time.perf_counter() - t0
+        result[f"{beam} {inter}"] = {"s": seconds,
+                                     "lengths": sorted({len(r.hypotheses[0]) for r in out})}
+    del translator
 print(json.dumps(result))
 """
 
@@ -425,8 +430,10 @@ def decode_onmt(peers: Peers, model: Path, test_src: Path, work: Path) -> dict[i
 
 
 def decode_ct2(peers: Peers, model: Path, test_src: Path, work: Path, threads: int
-               ) -> dict[int, float]:
-    """Convert the OpenNMT-py model; time translate_batch alone, per beam."""
+               ) -> dict[int, dict[int, float]]:
+    """Convert the OpenNMT-py model; time translate_batch alone, per beam and per number of
+    batches decoded at once (inter_threads: 1, with all threads on one batch, and one per
+    thread): seconds[beam][batches at once]."""
     ct2 = model.with_name("ct2")
     run_measured([peers.bin("ct2-opennmt-py-converter"), "--model_path", str(model),
                   "--output_dir", str(ct2), "--force", "--unsafe_deserialization"],
@@ -435,21 +442,29 @@ def decode_ct2(peers: Peers, model: Path, test_src: Path, work: Path, threads: i
     args = [ct2, test_src, threads, DECODE_BATCH, FIXED_LENGTH, ",".join(map(str, BEAMS))]
     run_measured([peers.bin("python"), "-c", CT2_TIMER, *map(str, args)], log, env=peers.env)
     result = json.loads(log.read_text().strip().splitlines()[-1])
-    for r in result.values():
+    seconds: dict[int, dict[int, float]] = {}
+    for key, r in result.items():
         check_lengths(r["lengths"], "CTranslate2")
-    return {int(beam): r["s"] for beam, r in result.items()}
+        beam, inter = map(int, key.split())
+        seconds.setdefault(beam, {})[inter] = r["s"]
+    return seconds
 
 
-def decode_seq2seq(work: Path, sentences: int) -> dict[int, float]:
-    """Output tokens/s from scripts/bench.py on the seq2seq run, per beam."""
+def decode_seq2seq(work: Path, sentences: int, threads: int) -> dict[int, dict[int, float]]:
+    """Output tokens/s from scripts/bench.py on the seq2seq run, per beam and per number of
+    batches decoded at once (decode.workers: 1, and one per thread)."""
     out = work / "seq2seq" / "bench-decode.json"
     run_measured([sys.executable, str(ROOT / "scripts" / "bench.py"),
                   "--run", str(work / "seq2seq" / DECODED_MODEL), "--sentences", str(sentences),
                   "--beams", ",".join(map(str, BEAMS)), "--batch-sizes", str(DECODE_BATCH),
-                  "--fixed-length", str(FIXED_LENGTH), "--json", str(out)],
+                  "--fixed-length", str(FIXED_LENGTH), "--json", str(out),
+                  "--workers", ",".join(map(str, sorted({1, threads})))],
                  work / "logs" / "seq2seq-decode.log", cwd=ROOT)
-    rows = [r for r in json.loads(out.read_text()) if "beam" in r]
-    return {r["beam"]: r["out tok/s"] for r in rows}
+    speeds: dict[int, dict[int, float]] = {}
+    for r in json.loads(out.read_text()):
+        if "beam" in r:
+            speeds.setdefault(r["beam"], {})[r["workers"]] = r["out tok/s"]
+    return speeds
 
 
 def bench_decoding(peers: Peers, work: Path, threads: int) -> list[dict]:
@@ -458,14 +473,27 @@ def bench_decoding(peers: Peers, work: Path, threads: int) -> list[dict]:
     model = onmt_model(work)
     test_src = model.with_name("test.src")
     sentences = len(test_src.read_text(encoding="utf-8").splitlines())
-    ours = decode_seq2seq(work, sentences)
+    ours = decode_seq2seq(work, sentences, threads)
     onmt = decode_onmt(peers, model, test_src, work)
     ct2 = decode_ct2(peers, model, test_src, work, threads)
     steps = sentences * FIXED_LENGTH
-    return [{"model": DECODED_MODEL, "beam": beam, "batch": DECODE_BATCH,
-             "sentences": sentences, "seq2seq": ours[beam], "onmt": steps / onmt[beam],
-             "ct2": steps / ct2[beam], "ratio_ct2": ours[beam] / (steps / ct2[beam])}
-            for beam in BEAMS]
+    rows = []
+    for beam in BEAMS:  # each tool at its faster layout of the same threads
+        ours_at = max(ours[beam], key=ours[beam].get)
+        ct2_at = min(ct2[beam], key=ct2[beam].get)
+        rows.append({"model": DECODED_MODEL, "beam": beam, "batch": DECODE_BATCH,
+                     "sentences": sentences, "seq2seq": ours[beam][ours_at],
+                     "seq2seq_layout": layout(ours_at, threads), "onmt": steps / onmt[beam],
+                     "ct2": steps / ct2[beam][ct2_at], "ct2_layout": layout(ct2_at, threads),
+                     "seq2seq_all": {layout(k, threads): v for k, v in ours[beam].items()},
+                     "ct2_all": {layout(k, threads): steps / v for k, v in ct2[beam].items()},
+                     "ratio_ct2": ours[beam][ours_at] / (steps / ct2[beam][ct2_at])})
+    return rows
+
+
+def layout(batches: int, threads: int) -> str:
+    """How a tool spent its threads: batches decoded at once x threads each."""
+    return f"{batches}x{max(1, threads // batches)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,8 +528,9 @@ def training_table(rows: list[dict]) -> str:
 def decoding_table(rows: list[dict]) -> str:
     header = ["model", "beam", "seq2seq tgt tok/s", "OpenNMT-py tgt tok/s",
               "CTranslate2 tgt tok/s", "seq2seq / CTranslate2"]
-    cells = [[r["model"], str(r["beam"]), count(r["seq2seq"]), count(r["onmt"]),
-              count(r["ct2"]), f"{r['ratio_ct2']:.2f}"] for r in rows]
+    cells = [[r["model"], str(r["beam"]), f"{count(r['seq2seq'])} ({r['seq2seq_layout']})",
+              count(r["onmt"]), f"{count(r['ct2'])} ({r['ct2_layout']})",
+              f"{r['ratio_ct2']:.2f}"] for r in rows]
     return markdown(header, cells)
 
 
@@ -557,7 +586,9 @@ def main() -> int:
               f"{WARMUP_UPDATES}\n" + training_table(training))
     if decoding:
         print(f"\nDecoding {TEST_SPLIT}, {DECODE_BATCH} sentences a batch, every output "
-              f"{FIXED_LENGTH} steps\n" + decoding_table(decoding))
+              f"{FIXED_LENGTH} steps; each tool at the faster of its two layouts of "
+              f"{machine['threads_peers']} threads (batches at once x threads each)\n"
+              + decoding_table(decoding))
     print(f"\ntotal wall time {wall / 60:.1f} min")
     if args.json:
         machine["load_at_end"] = os.getloadavg()[0]
