@@ -229,6 +229,7 @@ def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[
     for beam, bs, w in itertools.product(beams, batch_sizes, workers):
         decode = tr.config.decode.override(batch_size=bs, beam_size=beam, n_best=1,
                                            workers=w, **length)
+        decode_ids(tr.model, src_ids[: 2 * bs], decode, tr.device)  # warm-up, untimed
         sync(tr.device)
         t0 = time.perf_counter()
         hyps = decode_ids(tr.model, src_ids, decode, tr.device)
@@ -284,7 +285,7 @@ def parse_args() -> argparse.Namespace:
                     help="force every output to this many decoder steps (eos included)")
     ap.add_argument("--quantize", default="none", help="comma-separated: none, int8")
     ap.add_argument("--workers", default="0", help="comma-separated decode.workers: batches "
-                    "decoded at once on the CPU, one thread each (0: one per core; 1: one batch "
+                    "decoded at once on the CPU, sharing the threads (0: two; 1: one batch "
                     "on all cores)")
     ap.add_argument("--json", type=Path, help="also write every row to this file")
     return ap.parse_args()

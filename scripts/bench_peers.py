@@ -146,6 +146,8 @@ for inter in sorted({1, int(threads)}):  # one batch on all threads; one batch p
     translator = ctranslate2.Translator(model, device="cpu", compute_type="float32",
                                         intra_threads=int(threads) // inter, inter_threads=inter)
     for beam in map(int, beams.split(",")):
+        translator.translate_batch(tokens[: 2 * int(batch)], max_batch_size=int(batch),
+                                   beam_size=beam)  # warm-up, untimed
         t0 = time.perf_counter()
         out = translator.translate_batch(tokens, max_batch_size=int(batch),
                                          beam_size=beam,

@@ -252,16 +252,17 @@ class LocalPredictiveWindow(LocalWindow):
         self.v_p = nn.Linear(query_size, 1, bias=False)
         self.multiply = weighting == "paper"
         self.logit_scale = query_size**-0.5 if scaled else 1.0
-        # [sum, sum of squares, count] of p_t / S while set (in eval mode): validation logs it
-        self.position_stats: list[float] | None = None
+        # while set (in eval mode), one (sum, sum of squares, count) of p_t / S per call:
+        # validation logs their totals. Appending is atomic, so batches decoded in several
+        # threads (decode.workers) lose nothing
+        self.position_stats: list[tuple[float, float, float]] | None = None
 
     def aligned_positions(self, query, src_len, positions):
         logit = self.v_p(torch.tanh(self.W_p(query))).squeeze(-1) * self.logit_scale
         relative = torch.sigmoid(logit)  # p_t / S, (B, T)
         if self.position_stats is not None and not self.training:
             r = relative.detach().double()
-            for i, v in enumerate((r.sum(), r.pow(2).sum(), r.numel())):
-                self.position_stats[i] += float(v)
+            self.position_stats.append((float(r.sum()), float(r.pow(2).sum()), float(r.numel())))
         return src_len * relative  # (B, T)
 
     def reweigh(self, energies, dist):

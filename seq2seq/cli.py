@@ -63,8 +63,9 @@ NBestOpt = Annotated[
 
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", min=0,
-                             help="Batches decoded at once on the CPU, one thread each (0: one "
-                             "per core; 1: one batch on all cores; default: decode.workers).")
+                             help="Batches decoded at once on the CPU, sharing torch's "
+                             "threads (0: two; 1: one batch on all threads; default: "
+                             "decode.workers).")
 ]
 QuantizeOpt = Annotated[
     str, typer.Option("--quantize", help="none, or int8: the linear layers in 8-bit integer "

@@ -415,9 +415,10 @@ class DecodeConfig:
     # longest pair training keeps; always less than the model's position table); longer input
     # is cut with a warning naming the line
     max_input_len: int | None = None
-    # batches decoded at once on the CPU, each on one thread of its own (0: one per core, at
-    # most one per batch; 1: one batch at a time on all cores). Small decoder steps keep two
-    # cores busier as two batches than as one (docs/performance.md); outputs are the same
+    # batches decoded at once on the CPU, torch's threads shared among them (0: two where
+    # torch has 2 threads or more; 1: one batch at a time on all threads). Small decoder steps
+    # keep two cores busier as two batches than as one (docs/performance.md); each output is
+    # the one a batch decoded alone on that many threads gives
     workers: int = 0
 
     def validate(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -79,8 +80,12 @@ def search_ids(
     strategy = make_search(decode, return_attention)
     batches = list(inference_batches(src_ids, decode.batch_size))
 
+    # the caller's CPU autocast, which (like grad mode) does not pass into other threads
+    autocast = {"enabled": torch.is_autocast_enabled("cpu"),
+                "dtype": torch.get_autocast_dtype("cpu")}
+
     def search(idx: torch.Tensor) -> list[list[Hypothesis]]:
-        with torch.no_grad():  # grad mode is per thread: each worker sets its own
+        with torch.no_grad(), torch.autocast("cpu", **autocast):
             batch = make_batch([src_ids[i] for i in idx], index=idx).to(device)
             limit = max_lengths(batch.src_len, decode.max_len_a, decode.max_len_b,
                                 cap=model.max_positions)
@@ -88,7 +93,7 @@ def search_ids(
 
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     workers = decode_workers(decode.workers, device, len(batches))
-    with one_thread_each(workers) as pool:
+    with decoding_pool(workers) as pool:
         outputs = pool.map(search, batches) if pool else map(search, batches)
         for idx, out in zip(batches, outputs):
             for j, i in enumerate(idx.tolist()):
@@ -96,33 +101,45 @@ def search_ids(
     return results
 
 
+#: Batches decoded at once by default (``decode.workers: 0``) where torch has 2 threads or
+#: more; measured on 2 cores only, so larger machines split their threads between two batches.
+DEFAULT_WORKERS = 2
+
+
 def decode_workers(asked: int, device: torch.device, batches: int) -> int:
-    """How many batches to decode at once: ``asked`` (0: one per core), at most one per batch,
-    and 1 off the CPU. A decoder step of 64 sentences is a series of small products that two
-    threads share badly: two batches on one thread each decode about 1.3x faster than one batch
-    on two (docs/performance.md, Decoding)."""
+    """How many batches to decode at once: ``asked`` (0: :data:`DEFAULT_WORKERS`), at most
+    one per torch thread and one per batch, and 1 off the CPU. A decoder step of 64 sentences
+    is a series of small operations that two threads share badly: two batches on one thread
+    each decode 1.2-1.5x faster than one batch on two (docs/performance.md, Decoding)."""
     if device.type != "cpu":
         return 1
-    cores = torch.get_num_threads()  # the cores torch may use (train.num_threads, OMP_...)
-    return max(1, min(asked or cores, batches))
+    threads = torch.get_num_threads()  # train.num_threads, OMP_NUM_THREADS or one per core
+    return max(1, min(asked or DEFAULT_WORKERS, threads, batches))
+
+
+_POOL_LOCK = threading.Lock()  # torch's thread count is the process's: one pool at a time
 
 
 @contextlib.contextmanager
-def one_thread_each(workers: int) -> Iterator[ThreadPoolExecutor | None]:
-    """A pool of ``workers`` threads with torch's intra-op threads set to 1 while it lives
-    (restored after), or None for one worker. Each operator releases the GIL while it computes,
-    so the workers' products run side by side."""
+def decoding_pool(workers: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A pool of ``workers`` threads among which torch's intra-op threads are shared while it
+    lives (each gets threads // workers; restored after), or None for one worker. Each operator
+    releases the GIL while it computes, so the workers' batches advance side by side. Calls
+    from several threads take turns."""
     if workers <= 1:
         yield None
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="seq2seq-decode")
-    try:
-        yield pool
-    finally:  # on an error or Ctrl-C only the batches being decoded are finished
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
+    with _POOL_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // workers))
+        try:
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="seq2seq-decode")
+            try:
+                yield pool
+            finally:  # on an error or Ctrl-C only the batches being decoded are finished
+                pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def decode_ids(model: Seq2SeqModel, src_ids: Sequence[Sequence[int]], decode: DecodeConfig,

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
-from seq2seq.inference import Translation, Translator
+from seq2seq.inference import Translation, Translator, decode_workers
 
 _EOF = object()
 
@@ -69,11 +69,13 @@ def translate_stream(tr: Translator, stream: BinaryIO, out: TextIO,
                      err: TextIO | None = None, n_best: int | None = None,
                      plotter=None) -> int:
     """Translate ``stream`` line by line into ``out`` in batches of at most
-    ``tr.decode.batch_size`` lines; returns the number of lines. With ``n_best``, every
+    ``tr.decode.batch_size`` lines (as many batches at once as ``decode.workers`` asks for,
+    where that many lines are waiting); returns the number of lines. With ``n_best``, every
     line gives exactly that many lines ``SCORE<TAB>TEXT``; a ``plotter``
     (:class:`seq2seq.plotting.AttentionPlotter`) draws every sentence's attention."""
     err = err or sys.stderr
-    size = tr.decode.batch_size
+    # lines waiting are taken as one call of up to decode.workers batches decoded at once
+    size = tr.decode.batch_size * decode_workers(tr.decode.workers, tr.device, sys.maxsize)
     q: queue.Queue = queue.Queue(maxsize=4 * size)
     threading.Thread(target=_reader, args=(stream, q), daemon=True).start()
     line_no = 0

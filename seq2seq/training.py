@@ -150,7 +150,8 @@ def _position_record(windows: list) -> dict[str, float]:
     """Mean and standard deviation of the local-p positions ``p_t / S`` over every step of the
     greedy validation decoding (0: the first source word, 1: past the last); the collection
     is switched off again."""
-    total, squares, n = (sum(w.position_stats[i] for w in windows) for i in range(3))
+    calls = sorted(c for w in windows for c in w.position_stats)  # in an order threads don't set
+    total, squares, n = (sum(c[i] for c in calls) for i in range(3))
     for w in windows:
         w.position_stats = None
     if not n:
@@ -335,7 +336,7 @@ class Trainer:
         if self.t.valid_bleu:
             windows = [m for m in self.model.modules() if isinstance(m, LocalPredictiveWindow)]
             for w in windows:  # local-p: where the predicted positions p_t / S lie
-                w.position_stats = [0.0, 0.0, 0.0]
+                w.position_stats = []
             hyps = decode_ids(self.model, d.valid_src_ids, self.valid_decode, self.device)
             scores = corpus_scores(d.tgt_vocab.decode(hyps), d.valid_tgt, ter=False)
             record.update(bleu=scores["bleu"]["score"], chrf=scores["chrf"]["score"])

@@ -1,3 +1,6 @@
+import contextlib
+import threading
+
 import pytest
 import torch
 
@@ -44,36 +47,82 @@ def _sources(n: int) -> list[list[int]]:
                           generator=g).tolist() for _ in range(n)]
 
 
-@pytest.mark.parametrize("arch", ["rnn", "transformer"])
+@contextlib.contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+LOCAL_P = ["model.decoder=luong", "model.attention.score=general",
+           "model.attention.window=local-p", "model.embed_size=16", "model.hidden_size=16"]
+
+
+@pytest.mark.parametrize("arch", ["rnn", "transformer", "local-p"])
 @pytest.mark.parametrize("beam", [1, 3])
 def test_workers_decode_what_one_thread_decodes(arch, beam):
-    """decode.workers > 1 runs several batches at once, each on one thread: every hypothesis
-    (tokens and score) is the one a single thread computes, in input order, and torch's thread
-    count is back afterwards."""
-    cfg = load_config(None, ARCHS[arch])
+    """decode.workers > 1 runs several batches at once, each on its share of torch's threads
+    (here 1): every hypothesis (tokens, score, attention) is the one a single thread computes,
+    in input order; the local-p position statistics count every step; torch's thread count is
+    back afterwards."""
+    cfg = load_config(None, LOCAL_P if arch == "local-p" else ARCHS[arch])
     torch.manual_seed(0)
     model = build_model(cfg.model, 30, 30).eval()
+    windows = [m for m in model.modules() if hasattr(m, "position_stats")]
     src, cpu = _sources(23), torch.device("cpu")
     decode = cfg.decode.override(batch_size=4, beam_size=beam, n_best=beam)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        alone = search_ids(model, src, decode.override(workers=1), cpu)
-    finally:
-        torch.set_num_threads(threads)
-    together = search_ids(model, src, decode.override(workers=3), cpu)
-    assert torch.get_num_threads() == threads
-    assert [[(h.tokens, h.score) for h in hyps] for hyps in together] == \
-        [[(h.tokens, h.score) for h in hyps] for hyps in alone]
+
+    def run(workers):
+        for w in windows:
+            w.position_stats = []
+        hyps = search_ids(model, src, decode.override(workers=workers), cpu,
+                          return_attention=True)
+        return [[(h.tokens, h.score, h.attention.tolist()) for h in hy] for hy in hyps], \
+            [sorted(w.position_stats) for w in windows]
+
+    with _threads(1):
+        alone, alone_stats = run(1)
+    with _threads(3):
+        together, stats = run(3)
+        assert torch.get_num_threads() == 3
+    assert together == alone
+    assert len(stats) == (arch == "local-p")
+    assert stats == alone_stats  # every step's positions, none lost
+
+
+def test_workers_share_torchs_threads():
+    """Each worker thread decodes with threads // workers intra-op threads."""
+    cfg = load_config(None, ARCHS["rnn"])
+    model = build_model(cfg.model, 30, 30).eval()
+    seen = set()
+    encode = model.encode
+
+    def spy(*args):
+        seen.add((threading.current_thread().name.split("_")[0], torch.get_num_threads()))
+        return encode(*args)
+
+    model.encode = spy
+    with _threads(4):
+        search_ids(model, _sources(12), cfg.decode.override(batch_size=2, workers=2),
+                   torch.device("cpu"))
+        assert torch.get_num_threads() == 4
+    assert seen == {("seq2seq-decode", 2)}
 
 
 def test_decode_workers_count():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert decode_workers(0, cpu, 100) == torch.get_num_threads()  # one per core
-    assert decode_workers(4, cpu, 3) == 3  # at most one per batch
-    assert decode_workers(4, cpu, 0) == 1
-    assert decode_workers(1, cpu, 100) == 1
-    assert decode_workers(4, cuda, 100) == 1  # the GPU decodes one batch at a time
+    with _threads(4):
+        assert decode_workers(0, cpu, 100) == 2  # the default
+        assert decode_workers(8, cpu, 100) == 4  # at most one per thread
+        assert decode_workers(4, cpu, 3) == 3  # at most one per batch
+        assert decode_workers(4, cpu, 0) == 1
+        assert decode_workers(1, cpu, 100) == 1
+        assert decode_workers(4, cuda, 100) == 1  # the GPU decodes one batch at a time
+    with _threads(1):
+        assert decode_workers(0, cpu, 100) == 1
     with pytest.raises(ConfigError, match="decode.workers"):
         load_config(None, ["decode.workers=-1"])
 
@@ -81,9 +130,9 @@ def test_decode_workers_count():
 def test_a_failing_batch_stops_the_workers_and_restores_threads():
     cfg = load_config(None, ARCHS["rnn"])
     model = build_model(cfg.model, 30, 30).eval()
-    threads = torch.get_num_threads()
     bad = [[5, 6], [7], [99]]  # id 99 is outside the 30-word vocabulary
-    with pytest.raises(IndexError):
-        search_ids(model, bad * 4, cfg.decode.override(batch_size=1, workers=2),
-                   torch.device("cpu"))
-    assert torch.get_num_threads() == threads
+    with _threads(2):
+        with pytest.raises(IndexError):
+            search_ids(model, bad * 4, cfg.decode.override(batch_size=1, workers=2),
+                       torch.device("cpu"))
+        assert torch.get_num_threads() == 2
