@@ -192,12 +192,14 @@ def _step(entry: Any, path: Path, i: int) -> Step:
 def job_config(prog: Progression, job: Job, quick: bool, extra: list[str] | None = None
                ) -> Config:
     """The job's config: the step's file in fp32 (``precision: auto`` would train in bf16 on
-    some machines and not on others, and a sweep spans machines), with the step's ``set:``
-    lines, the budget, seed and direction (and, quick, the tiny settings), then ``extra``
-    (``--set``, which may ask for another precision)."""
+    some machines and not on others, and a sweep spans machines) and decoding one batch at a
+    time on all threads (as every result of the sweep was decoded before ``decode.workers``
+    existed: another share of threads can move a score in its last bits), with the step's
+    ``set:`` lines, the budget, seed and direction (and, quick, the tiny settings), then
+    ``extra`` (``--set``, which may ask for another precision)."""
     src, tgt = job.langs
     overrides = [
-        "train.precision=fp32", *job.step.overrides,
+        "train.precision=fp32", "decode.workers=1", *job.step.overrides,
         f"train.max_updates={QUICK_UPDATES if quick else job.step.updates}",
         "train.max_minutes=null", f"train.seed={job.seed}",
         f"data.src_lang={src}", f"data.tgt_lang={tgt}", f"run_dir={prog.runs / job.id}",

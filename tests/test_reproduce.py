@@ -272,9 +272,10 @@ def test_where_a_job_runs_and_an_auto_precision_that_was_fp32_make_no_difference
     extra = [f"data.path={MULTI30K}"]
     cfg = job_config(prog, job, True, extra)
     assert cfg.train.precision == "fp32"  # whatever the machine: a sweep spans machines
+    assert cfg.decode.workers == 1  # one batch at a time, as the kept results were decoded
     assert stale_result(prog, job, cfg) == []
     for place in ("train.log_every=3", "data.token_cache=false", "train.num_threads=1",
-                  "train.keep_last=2", "train.release_memory=true"):
+                  "train.keep_last=2", "train.release_memory=true", "decode.workers=2"):
         assert stale_result(prog, job, job_config(prog, job, True, [*extra, place])) == []
     bf16 = job_config(prog, job, True, [*extra, "train.precision=bf16"])
     assert stale_result(prog, job, bf16) == ["train.precision: fp32 -> bf16"]
