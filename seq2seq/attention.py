@@ -33,6 +33,7 @@ from torch import nn
 
 from seq2seq import choices
 from seq2seq.choices import SCORES, WINDOWS
+from seq2seq.dropout import dropout
 
 if TYPE_CHECKING:
     from seq2seq.config import AttentionConfig
@@ -373,7 +374,7 @@ class MultiHeadAttention(nn.Module):
             weights = F.softmax(scores, dim=-1)
             if self.hard and not self.training:
                 weights = hard_weights(weights)
-            ctx = F.dropout(weights, p, self.training) @ v
+            ctx = dropout(weights, p, self.training) @ v
             mean_weights = weights.mean(dim=1) if average_heads else weights
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p,

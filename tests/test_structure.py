@@ -92,10 +92,12 @@ def closure(name: str) -> set[str]:
 
 
 MODEL_MODULES = sorted(m for m in MODULES if m.startswith("seq2seq.models")) + [
-    "seq2seq.attention"]
+    "seq2seq.attention", "seq2seq.dropout"]
 # what model code may reach, directly or through others: torch, itself, and the small modules
-# that name choices, special symbols and errors; the standard library's pure helpers
-ALLOWED_FOR_MODELS = {"seq2seq", "seq2seq.attention", "seq2seq.choices", "seq2seq.special",
+# that name choices, special symbols and errors or hold a layer (dropout); the standard
+# library's pure helpers
+ALLOWED_FOR_MODELS = {"seq2seq", "seq2seq.attention", "seq2seq.choices", "seq2seq.dropout",
+                      "seq2seq.special",
                       "seq2seq.errors", "torch", "__future__", "collections", "math", "typing",
                       "dataclasses", "functools", "itertools", "abc", "enum"}
 

@@ -47,6 +47,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from seq2seq import choices
 from seq2seq.attention import MultiHeadAttention, build_attention
 from seq2seq.choices import ARCHITECTURES, DECODERS
+from seq2seq.dropout import Dropout
 from seq2seq.models.base import Seq2SeqModel, State
 from seq2seq.special import PAD
 
@@ -80,7 +81,7 @@ class Encoder(nn.Module):
             bidirectional=cfg.bidirectional,
             dropout=cfg.dropout if cfg.encoder_layers > 1 else 0.0,
         )
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, src, src_len):
         """src (B, S) -> annotations (B, S, De), final states [h (, c)], each (layers, B, De);
@@ -145,7 +146,7 @@ class RNNSeq2Seq(Seq2SeqModel):
             nn.Linear(bridge_in, H) for _ in range(0 if self.start == "final" else
                                                    2 if self.is_lstm else 1))
         self._build_decoder(cfg, E, H, De)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.generator = nn.Linear(H, tgt_vocab_size)
         if cfg.tie_output:
             self.generator.weight = self.tgt_embedding.weight

@@ -29,6 +29,7 @@ from torch import nn
 from seq2seq import choices
 from seq2seq.attention import MultiHeadAttention
 from seq2seq.choices import ARCHITECTURES
+from seq2seq.dropout import Dropout
 from seq2seq.models.base import Seq2SeqModel, State
 from seq2seq.special import PAD
 
@@ -60,7 +61,7 @@ class Embedder(nn.Module):
         # as inference loading does) needs nothing but its state dict
         self.learned = nn.Embedding(cfg.max_length, d) if cfg.positions == "learned" else None
         self._table: torch.Tensor | None = None
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def positions(self, pos: torch.Tensor) -> torch.Tensor:
         """Position vectors of ``pos`` (any shape) -> (..., d)."""
@@ -105,7 +106,7 @@ class FeedForward(nn.Module):
     def __init__(self, d: int, ff: int, dropout: float):
         super().__init__()
         self.w1, self.w2 = nn.Linear(d, ff), nn.Linear(ff, d)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x):
         h = self.w1(x)  # (B, L, ff)
@@ -121,7 +122,7 @@ class Sublayer(nn.Module):
     def __init__(self, d: int, dropout: float, pre_norm: bool):
         super().__init__()
         self.norm = nn.LayerNorm(d)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def forward(self, x, fn):
