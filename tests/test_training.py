@@ -189,3 +189,19 @@ def test_local_p_positions_are_logged_at_validation(toy_data, tmp_path):
     assert valid and all(0 < r["p_rel_mean"] < 1 and 0 <= r["p_rel_sd"] < 0.5 for r in valid)
     _, plain = losses(train(tiny_config(toy_data, tmp_path / "global"), progress=False))
     assert all("p_rel_mean" not in r for r in plain)
+
+
+def test_gradients_stay_in_their_memory_between_updates(toy_data, tmp_path):
+    """Zeroed in place, not freed: a freed gradient would be allocated again amid the next
+    backward pass's activations and fragment the heap (docs/performance.md, Memory)."""
+    from seq2seq.training import Trainer
+
+    tr = Trainer(tiny_config(toy_data, tmp_path / "r", "train.accumulate=2"), overwrite=True,
+                 progress=False)
+    order = tr.data.batches.epoch(1)
+    tr._step(order[:2])
+    where = {n: p.grad.data_ptr() for n, p in tr.model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
+    tr._step(order[2:4])
+    assert {n: p.grad.data_ptr() for n, p in tr.model.named_parameters()} == where
+    assert any(not torch.equal(p, before[n]) for n, p in tr.model.named_parameters())
