@@ -146,6 +146,7 @@ def learning_curves(curves: dict[str, list[dict[str, Any]]], path: Path,
     # that no two runs look alike
     many = len(curves) > 10
     colours = plt.get_cmap("tab20" if many else "tab10").colors
+    any_timed = False
     for i, (name, rows) in enumerate(curves.items()):
         rows = [r for r in rows if r.get(metric) is not None]
         if not rows:
@@ -154,9 +155,15 @@ def learning_curves(curves: dict[str, list[dict[str, Any]]], path: Path,
         style = {"color": colours[i % len(colours)], "ms": 3,
                  "linestyle": "--" if many and i % 2 else "-",
                  "marker": "s" if many and i % 2 else "o"}
-        ax_t.plot([r["train_s"] / 60 for r in rows], ys, label=name, **style)
+        # a logarithmic axis cannot show time 0 (a validation before any training): such
+        # points stay on the updates axis only
+        timed = [(r["train_s"] / 60, y) for r, y in zip(rows, ys)
+                 if not log_time or r["train_s"] > 0]
+        ax_t.plot([t for t, _ in timed], [y for _, y in timed], label=name, **style)
         ax_u.plot([r["update"] for r in rows], ys, **style)
+        any_timed = any_timed or bool(timed)
     label = {"bleu": "validation BLEU", "chrf": "validation chrF", "loss": "validation loss"}
+    log_time = log_time and any_timed
     ax_t.set_xlabel("training time (minutes" + (", log scale)" if log_time else ")"))
     if log_time:
         ax_t.set_xscale("log")
