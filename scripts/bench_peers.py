@@ -3,6 +3,7 @@ run on this machine.
 
     python scripts/bench_peers.py                          # all of it, 100 training updates
     python scripts/bench_peers.py --updates 30 --only train
+    python scripts/bench_peers.py --only train --rounds 2     # seq2seq, OpenNMT-py, OpenNMT-py, seq2seq
     python scripts/bench_peers.py --only decode --json peers.json   # the models trained before
 
 The peers live in a virtual environment of their own (``--venv``, default
@@ -31,7 +32,10 @@ Fairness rules:
   seq2seq's tokens are its window rate (tgt_tokens_per_s) times the window's wall_s; OpenNMT-py's
   are the average target tokens per batch of its ``Step`` line (bsz) times the batches in the
   window (updates times accum_count), over the seconds between the millisecond timestamps of
-  consecutive ``Step`` lines (its printed tok/s rates are not used).
+  consecutive ``Step`` lines (its printed tok/s rates are not used). With ``--rounds N`` each
+  tool trains N times, the order alternating (seq2seq first, then OpenNMT-py first, ...), and
+  each tool's rate is the median of its rounds: the speed of a shared VM drifts within minutes,
+  and one tool timed after the other would carry that drift into the ratio.
 * Same decoding work: test_2016_flickr in batches of 64 sentences, greedy and beam 5, every
   output exactly FIXED_LENGTH decoder steps (seq2seq: --fixed-length, 19 tokens and eos;
   OpenNMT-py and CTranslate2: min = max length, 20 tokens that the cap ends), timed without
@@ -381,15 +385,43 @@ def train_onmt(model: str, peers: Peers, work: Path, data: Path, updates: int) -
             "peak_rss_mib": rss, "process_s": seconds}
 
 
+def combine_rounds(rounds: list[dict]) -> dict:
+    """One tool's training figures over several rounds: the median of the rounds' rates (with
+    two rounds, their mean), each round's rate, the largest peak RSS."""
+    rates = sorted(r["tgt_tok_s"] for r in rounds)
+    mid = len(rates) // 2
+    median = rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
+    return {**rounds[0], "tgt_tok_s": median,
+            "round_tgt_tok_s": [round(r["tgt_tok_s"]) for r in rounds],
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rounds),
+            "process_s": sum(r["process_s"] for r in rounds)}
+
+
 def bench_training(peers: Peers, work: Path, data: Path, updates: int,
-                   models: list[str] | None = None) -> list[dict]:
+                   models: list[str] | None = None, rounds: int = 1) -> list[dict]:
+    """Train each model with both tools, ``rounds`` times, alternating which goes first
+    (seq2seq, OpenNMT-py, OpenNMT-py, seq2seq, ...), so that a machine whose speed drifts
+    during the run slows both alike; each tool's rate is the median over its rounds."""
     rows = []
     for model in models or list(MODELS):
-        print(f"training {model}: seq2seq, then OpenNMT-py, {updates} updates each", flush=True)
-        ours = train_seq2seq(model, work, data, updates)
-        theirs = train_onmt(model, peers, work, data, updates)
-        rows.append({"model": model, "updates": updates, "seq2seq": ours, "onmt": theirs,
-                     "ratio": ours["tgt_tok_s"] / theirs["tgt_tok_s"]})
+        ours, theirs = [], []
+        for r in range(rounds):
+            order = ["seq2seq", "onmt"] if r % 2 == 0 else ["onmt", "seq2seq"]
+            if not ours:  # OpenNMT-py reads the SentencePiece model of a seq2seq run
+                order = ["seq2seq", "onmt"]
+            print(f"training {model}, round {r + 1} of {rounds}: "
+                  f"{' then '.join('OpenNMT-py' if t == 'onmt' else t for t in order)}, "
+                  f"{updates} updates each", flush=True)
+            for tool in order:
+                if tool == "seq2seq":
+                    ours.append(train_seq2seq(model, work, data, updates))
+                else:
+                    theirs.append(train_onmt(model, peers, work, data, updates))
+        a, b = combine_rounds(ours), combine_rounds(theirs)
+        rows.append({"model": model, "updates": updates, "rounds": rounds, "seq2seq": a,
+                     "onmt": b, "ratio": a["tgt_tok_s"] / b["tgt_tok_s"],
+                     "round_ratios": [x["tgt_tok_s"] / y["tgt_tok_s"]
+                                      for x, y in zip(ours, theirs)]})
     return rows
 
 
@@ -519,10 +551,14 @@ def training_table(rows: list[dict]) -> str:
     header = ["model", "params seq2seq", "params OpenNMT-py", "seq2seq tgt tok/s",
               "OpenNMT-py tgt tok/s", "seq2seq / OpenNMT-py", "peak RSS seq2seq MiB",
               "peak RSS OpenNMT-py MiB"]
+    several = any(r.get("rounds", 1) > 1 for r in rows)
+    if several:
+        header.append("each round's ratio")
     cells = [[f"{r['model']} ({r['seq2seq']['precision']})", count(r["seq2seq"]["params"]),
               count(r["onmt"]["params"]), count(r["seq2seq"]["tgt_tok_s"]),
               count(r["onmt"]["tgt_tok_s"]), f"{r['ratio']:.2f}",
               count(r["seq2seq"]["peak_rss_mib"]), count(r["onmt"]["peak_rss_mib"])]
+             + ([" / ".join(f"{x:.2f}" for x in r["round_ratios"])] if several else [])
              for r in rows]
     return markdown(header, cells)
 
@@ -560,8 +596,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--only", choices=["train", "decode"], help="one half of the benchmark")
     ap.add_argument("--model", choices=list(MODELS), action="append",
                     help="train only this model (repeatable; default: both)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="train each tool this many times, alternating which goes first; "
+                    "rates are the medians over the rounds (default: %(default)s)")
     ap.add_argument("--json", type=Path, help="also write every number to this file")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if args.updates < WARMUP_UPDATES + LOG_EVERY:
         ap.error(f"--updates must be at least {WARMUP_UPDATES + LOG_EVERY}")
     if args.data is None:
@@ -578,14 +619,16 @@ def main() -> int:
     machine = machine_facts(peers)
     print(headline(machine), flush=True)
     training = [] if args.only == "decode" else bench_training(
-        peers, args.workdir, args.data, args.updates, args.model)
+        peers, args.workdir, args.data, args.updates, args.model, args.rounds)
     decoding = [] if args.only == "train" else bench_decoding(
         peers, args.workdir, machine["threads_peers"])
     wall = time.perf_counter() - t0
     print(f"\n{headline(machine)}; {os.getloadavg()[0]:.2f} at the end")
     if training:
+        rounds = (f", median of {args.rounds} rounds (each round's ratio in the last column)"
+                  if args.rounds > 1 else "")
         print(f"\nTraining, {args.updates} updates, target tokens/s after update "
-              f"{WARMUP_UPDATES}\n" + training_table(training))
+              f"{WARMUP_UPDATES}{rounds}\n" + training_table(training))
     if decoding:
         print(f"\nDecoding {TEST_SPLIT}, {DECODE_BATCH} sentences a batch, every output "
               f"{FIXED_LENGTH} steps; each tool at the faster of its two layouts of "
