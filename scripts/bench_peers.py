@@ -3,7 +3,7 @@ run on this machine.
 
     python scripts/bench_peers.py                          # all of it, 100 training updates
     python scripts/bench_peers.py --updates 30 --only train
-    python scripts/bench_peers.py --only train --rounds 2     # seq2seq, OpenNMT-py, OpenNMT-py, seq2seq
+    python scripts/bench_peers.py --only train --rounds 2     # each tool twice, alternating
     python scripts/bench_peers.py --only decode --json peers.json   # the models trained before
 
 The peers live in a virtual environment of their own (``--venv``, default
@@ -59,6 +59,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -388,10 +389,7 @@ def train_onmt(model: str, peers: Peers, work: Path, data: Path, updates: int) -
 def combine_rounds(rounds: list[dict]) -> dict:
     """One tool's training figures over several rounds: the median of the rounds' rates (with
     two rounds, their mean), each round's rate, the largest peak RSS."""
-    rates = sorted(r["tgt_tok_s"] for r in rounds)
-    mid = len(rates) // 2
-    median = rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
-    return {**rounds[0], "tgt_tok_s": median,
+    return {**rounds[0], "tgt_tok_s": statistics.median(r["tgt_tok_s"] for r in rounds),
             "round_tgt_tok_s": [round(r["tgt_tok_s"]) for r in rounds],
             "peak_rss_mib": max(r["peak_rss_mib"] for r in rounds),
             "process_s": sum(r["process_s"] for r in rounds)}
