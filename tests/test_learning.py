@@ -5,13 +5,13 @@ from synthetic import learn, small_model, train_task
 
 
 def test_bahdanau_learns_to_copy():
-    acc = train_task(small_model(), "copy", steps=400)
+    acc = train_task(small_model(), "copy", steps=250, lr=5e-3)
     assert acc >= 0.95, acc
 
 
 def test_luong_input_feeding_learns_to_copy():
     acc = train_task(small_model("model.decoder=luong", "model.attention.score=general"),
-                     "copy", steps=400)
+                     "copy", steps=250, lr=5e-3)
     assert acc >= 0.95, acc
 
 
@@ -20,10 +20,12 @@ def test_untrained_model_does_not_copy():
     assert acc < 0.2, acc
 
 
-# Reversal of 20-40 tokens: the first output token depends on the last input token, so a fixed
+# Reversal of 12-24 tokens: the first output token depends on the last input token, so a fixed
 # context vector must carry the whole sequence while attention can look it up. The three models
-# get the same budget and train two at a time, one per core.
-REVERSAL = {"min_len": 20, "max_len": 40, "steps": 400, "lr": 3e-3}
+# get the same budget and train two at a time, one per core. With this budget (53 s on a 2-core
+# AVX2 machine) the attention models reached 0.97 and 0.95 token accuracy, the fixed context 0.16;
+# neighbouring budgets gave 0.83-1.0 against 0.15-0.27, hence the thresholds below.
+REVERSAL = {"min_len": 12, "max_len": 24, "steps": 250, "lr": 4e-3}
 
 
 def test_reversal_needs_attention():
@@ -37,9 +39,9 @@ def test_reversal_needs_attention():
         jobs = {name: pool.submit(learn, ov, "reverse", REVERSAL) for name, ov in models.items()}
         acc = {name: job.result() for name, job in jobs.items()}
     print("reversal token accuracy:", acc)
-    assert acc["bahdanau"] >= 0.90, acc
-    assert acc["luong"] >= 0.90, acc
-    assert acc["no attention (cho)"] < 0.6, acc
+    assert acc["bahdanau"] >= 0.85, acc
+    assert acc["luong"] >= 0.85, acc
+    assert acc["no attention (cho)"] < 0.5, acc
 
 
 def test_transformer_learns_reversal():
@@ -47,5 +49,5 @@ def test_transformer_learns_reversal():
                         "model.attention.heads=4", "model.embed_size=64", "model.ff_size=128",
                         "model.encoder_layers=2", "model.decoder_layers=2", "model.norm=pre",
                         "model.attention_dropout=0.0")
-    acc = train_task(model, "reverse", min_len=5, max_len=15, steps=500, lr=1e-3)
+    acc = train_task(model, "reverse", min_len=5, max_len=15, steps=300, lr=2e-3)
     assert acc >= 0.95, acc
