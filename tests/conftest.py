@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,29 @@ ROOT = Path(__file__).resolve().parent.parent
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def cli(*args, stdin: bytes | None = None, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """``seq2seq ARGS`` in a new process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "seq2seq", *map(str, args)], input=stdin, capture_output=True,
+        cwd=ROOT, env={**os.environ, **(env or {})}, timeout=timeout,
+    )
+
+
+def concurrently(*calls):
+    """Each call's result, in order, two at a time: a CLI call that fails early spends most of
+    its time importing torch, which one core does while the other imports the next."""
+    with ThreadPoolExecutor(2) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    """The error a refused command printed: exit status 2 and one line, no traceback."""
+    err = r.stderr.decode().strip()
+    assert r.returncode == 2, (r.returncode, err)
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
 
 
 @pytest.fixture(autouse=True)

@@ -2,23 +2,16 @@
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli, concurrently, one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "multi30k" / "bahdanau.yaml"
-
-
-def cli(*args, stdin: bytes | None = None, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "seq2seq", *map(str, args)], input=stdin, capture_output=True,
-        cwd=ROOT, env={**os.environ, **(env or {})}, timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -109,33 +102,29 @@ def test_translate_pipe_keeps_lines(trained_run):
     assert "line 2 is not valid UTF-8" in r.stderr.decode()
 
 
-def one_line_error(r):
-    err = r.stderr.decode().strip()
-    assert r.returncode != 0
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
-
-
 def test_bad_inputs_give_one_line_errors(trained_run, tmp_path):
-    err = one_line_error(cli("train", "--config", CONFIG, "--set", "model.hiden_size=3"))
-    assert "model.hiden_size" in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  atention: {score: dot}\n")
-    assert "model.atention" in one_line_error(cli("train", "--config", bad))
-    err = one_line_error(cli("train", "--config", CONFIG, "--run-dir", tmp_path / "r",
-                             "--set", f"data.path={tmp_path / 'missing'}",
-                             "--set", "data.fetch=null"))
-    assert str(tmp_path / "missing") in err
-    assert "run directory not found" in one_line_error(
-        cli("translate", "--run", tmp_path / "nope", stdin=b"x\n"))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "best.pt").write_bytes((trained_run / "best.pt").read_bytes()[:1000])
-    assert "truncated or corrupt" in one_line_error(cli("translate", "--run", broken, stdin=b""))
-    assert "already holds checkpoints" in one_line_error(
-        cli("train", "--config", CONFIG, "--run-dir", trained_run))
-    assert "no CUDA device" in one_line_error(
-        cli("translate", "--run", trained_run, "--device", "cuda", stdin=b"x\n"))
+    cases = {  # what the one-line error must name: the command
+        "model.hiden_size": lambda: cli("train", "--config", CONFIG,
+                                        "--set", "model.hiden_size=3"),
+        "model.atention": lambda: cli("train", "--config", bad),
+        str(tmp_path / "missing"): lambda: cli(
+            "train", "--config", CONFIG, "--run-dir", tmp_path / "r",
+            "--set", f"data.path={tmp_path / 'missing'}", "--set", "data.fetch=null"),
+        "run directory not found": lambda: cli("translate", "--run", tmp_path / "nope",
+                                               stdin=b"x\n"),
+        "truncated or corrupt": lambda: cli("translate", "--run", broken, stdin=b""),
+        "already holds checkpoints": lambda: cli("train", "--config", CONFIG,
+                                                 "--run-dir", trained_run),
+        "no CUDA device": lambda: cli("translate", "--run", trained_run, "--device", "cuda",
+                                      stdin=b"x\n"),
+    }
+    for expected, r in zip(cases, concurrently(*cases.values())):
+        assert expected in one_line_error(r)
 
 
 def test_help_describes_every_option():

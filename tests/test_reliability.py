@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_parallel
+from conftest import cli, concurrently, one_line_error, write_parallel
 from synthetic import toy_pairs
 
 from seq2seq import checkpoint as ckpt
@@ -26,18 +26,6 @@ from seq2seq.run import RunDir
 from seq2seq.training import LossModule, Trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(*args, stdin: bytes | None = None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "seq2seq", *map(str, args)], input=stdin,
-                          capture_output=True, cwd=ROOT, timeout=timeout)
-
-
-def one_line_error(r) -> str:
-    err = r.stderr.decode().strip()
-    assert r.returncode == 2, (r.returncode, err)
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 
@@ -63,11 +51,14 @@ def test_refused_resume_leaves_the_run_as_it_was(toy_data, tmp_path):
     run = tmp_path / "run"
     train(load_config(None, tiny(toy_data, run)), progress=False)
     before = hashes(run)
-    for change in ("vocab.size=300", "model.cell=lstm", "model.attention.score=concat"):
-        err = one_line_error(cli("train", "--resume", run, "--set", change))
+    changes = ("vocab.size=300", "model.cell=lstm", "model.attention.score=concat")
+    *refused, r = concurrently(
+        *[lambda c=c: cli("train", "--resume", run, "--set", c) for c in changes],
+        lambda: cli("translate", "--run", run, stdin=b"a b c\n"))
+    for change, refusal in zip(changes, refused):
+        err = one_line_error(refusal)
         assert change.split("=")[0] in err and "cannot change when resuming" in err
     assert hashes(run) == before
-    r = cli("translate", "--run", run, stdin=b"a b c\n")
     assert r.returncode == 0 and len(r.stdout.decode().splitlines()) == 1
     r = cli("train", "--resume", run, "--no-progress", "--set", "train.max_updates=8",
             "--set", "model.dropout=0.3")  # a dropout rate may change
