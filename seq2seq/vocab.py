@@ -48,8 +48,13 @@ def building(entry: Path) -> Iterator[None]:
     the same entry (the ranks of a distributed run, two runs started together) wait for the
     first to finish and then find it built, instead of each building it. A lock file beside the
     entry, ``flock``-ed (released by the system if the holder dies)."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with open(entry.parent / f".{entry.name}.lock", "w") as f:
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(entry.parent / f".{entry.name}.lock", "w")  # noqa: SIM115
+    except OSError as e:
+        raise DataError(f"cannot use the cache directory {cache_root()}: {one_line(e)} "
+                        "(SEQ2SEQ_CACHE names another)") from None
+    with lock as f:
         try:
             import fcntl
         except ImportError:  # not a POSIX system: build without waiting (renames stay atomic)

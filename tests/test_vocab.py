@@ -4,7 +4,7 @@ import pytest
 
 from seq2seq import vocab as vocab_mod
 from seq2seq.config import VocabConfig
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, DataError
 from seq2seq.run import RunDir
 from seq2seq.vocab import BOS, EOS, PAD, UNK, Vocab, train_or_load
 
@@ -92,3 +92,12 @@ def test_sentencepiece_failure_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(vocab_mod.DataError, match="^SentencePiece training failed: ") as e:
         train_or_load(VocabConfig(size=60), ["", ""], ["", ""])  # no text at all
     assert "\n" not in str(e.value)
+
+
+def test_a_cache_that_is_not_a_directory_is_a_one_line_error(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file, not a directory")
+    monkeypatch.setenv("SEQ2SEQ_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"^cannot use the cache directory .*cache: .*Not a "
+                                        r"directory.* \(SEQ2SEQ_CACHE names another\)$"):
+        with vocab_mod.building(vocab_mod.cache_root() / "spm" / "key"):
+            pass
