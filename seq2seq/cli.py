@@ -392,6 +392,16 @@ def reproduce(
                                   "README.md).")
     ] = None,
     device: DeviceOpt = "auto",
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Train this many jobs at once, each in "
+                          "its own process with its log in RUNS/logs/ (torch's threads shared "
+                          "among them unless --set train.num_threads=N says otherwise); pays "
+                          "on a GPU, which one small model leaves mostly idle.")
+    ] = 1,
+    job: Annotated[
+        str | None, typer.Option("--job", hidden=True, help="Run this job (NAME.SRC-TGT.sSEED) "
+                                 "alone and write no report: what --jobs starts.")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Reproduce the history: train every step of PROGRESSION that is not done (a killed sweep
@@ -426,8 +436,44 @@ def reproduce(
         if not ok:
             raise typer.Exit(1)
         return
-    report = run_progression(prog, only, quick, device, list(set_ or []), progress, readme)
+    extra = list(set_ or [])
+    if job is not None:
+        run_progression(prog, only, quick, device, extra, progress=False, job_id=job)
+        return
+    if jobs > 1:
+        failed = _reproduce_in_parallel(progression, prog, only, quick, out, extra, device, jobs)
+        typer.echo(f"report: {write_progression_report(prog)}")
+        if readme is not None:
+            update_readme(prog, readme)
+        if failed:
+            raise Seq2SeqError(f"{len(failed)} jobs failed: {failed[0]}" + (
+                f"; and {len(failed) - 1} more, their logs in {prog.runs / 'logs'}"
+                if len(failed) > 1 else ""))
+        return
+    report = run_progression(prog, only, quick, device, extra, progress, readme)
     typer.echo(f"report: {report}")
+
+
+def _reproduce_in_parallel(progression: Path, prog, only: str | None, quick: bool,
+                           out: Path | None, extra: list[str], device: str, n: int
+                           ) -> list[str]:
+    """``reproduce --jobs N``: the jobs left, each as ``seq2seq reproduce ... --job ID`` in its
+    own process, N at a time; returns a line per failed job (the caller writes the report)."""
+    import sys
+
+    import torch
+
+    from seq2seq.reproduce import pending_jobs, run_parallel
+
+    todo = pending_jobs(prog, only, quick, extra)
+    if not any(x.split("=", 1)[0].strip() == "train.num_threads" for x in extra):
+        share = max(1, torch.get_num_threads() // max(1, min(n, len(todo))))
+        extra = [*extra, f"train.num_threads={share}"]
+    base = [sys.executable, "-m", "seq2seq", "reproduce", str(progression), "--device", device,
+            "--no-progress", *(["--quick"] if quick else []),
+            *(["--out", str(out)] if out is not None else []),
+            *(a for x in extra for a in ("--set", x))]
+    return run_parallel(todo, lambda j: [*base, "--job", j.id], n, prog.runs / "logs")
 
 
 @app.command()

@@ -19,8 +19,9 @@ and paper, a budget in updates (the same result on every machine), the seeds and
 Then ``REPORTS.md`` is rebuilt from every ``result.json`` (``seq2seq/progression_report.py``),
 so a sweep can be spread over days and machines: commit ``REPORTS/`` and continue elsewhere.
 ``--plan`` prints what is done and what is left with a time estimate from a short timing on
-this machine; ``--only NAME`` runs one step; ``--quick`` runs the whole pipeline with tiny
-models, data and budgets (the test suite does).
+this machine; ``--only NAME`` runs one step; ``--jobs N`` trains N jobs at once, each in a
+process of its own (:func:`run_parallel`), which pays on a GPU; ``--quick`` runs the whole
+pipeline with tiny models, data and budgets (the test suite does).
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ import dataclasses
 import json
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from seq2seq.config import Config, DataConfig
-from seq2seq.errors import Seq2SeqError, one_line
+from seq2seq.errors import ConfigError, Seq2SeqError, one_line
 from seq2seq.progression import ATTENTION_FILE, QUICK_UPDATES, Job, Progression, job_config
 from seq2seq.run import RunDir, changed_keys, write_text_atomic
 
@@ -278,9 +281,12 @@ def seconds_per_update(cfg: Config, n: int = 3) -> float:
 
 def run_progression(prog: Progression, only: str | None = None, quick: bool = False,
                     device: str = "auto", extra: list[str] | None = None,
-                    progress: bool = True, readme: Path | None = None) -> Path:
+                    progress: bool = True, readme: Path | None = None,
+                    job_id: str | None = None) -> Path:
     """Run every job that is not done (train or continue, evaluate, collect), in order, and
-    rebuild the report (and the table in ``readme``) after each; returns the report."""
+    rebuild the report (and the table in ``readme``) after each; returns the report.
+    ``job_id``: that job alone, without the report (what :func:`run_parallel` runs; the
+    process that started it writes the report once every job has ended)."""
     from seq2seq.progression_report import update_readme, write_progression_report
 
     def write_report() -> Path:
@@ -293,7 +299,13 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
     if device != "auto":
         extra.append(f"train.device={device}")
     code = code_version()  # the code this process runs, before anyone edits the checkout
-    for job in prog.jobs(only):
+    jobs = prog.jobs(only)
+    if job_id is not None:
+        jobs = [job for job in jobs if job.id == job_id]
+        if not jobs:
+            raise ConfigError(f"--job {job_id}: no such job in {prog.path} (jobs: "
+                               f"{', '.join(j.id for j in prog.jobs(only))})")
+    for job in jobs:
         cfg = job_config(prog, job, quick, extra)
         stale = stale_result(prog, job, cfg)
         if stale == []:
@@ -308,8 +320,94 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
         rd = train_job(prog, job, quick, extra, progress)
         collect_job(prog, job, rd, evaluate_job(rd, device, cfg.data), quick,
                     attention_samples(rd, device, cfg.data), code)
-        write_report()
-    return write_report()
+        if job_id is None:
+            write_report()
+    return prog.reports / job_id if job_id is not None else write_report()
+
+
+def pending_jobs(prog: Progression, only: str | None, quick: bool, extra: list[str]
+                 ) -> list[Job]:
+    """The jobs that are not done: to train, continue or train again."""
+    return [job for job in prog.jobs(only)
+            if stale_result(prog, job, job_config(prog, job, quick, extra)) != []]
+
+
+def run_parallel(jobs: list[Job], command: Callable[[Job], list[str]], n: int, logs: Path
+                 ) -> list[str]:
+    """Run every job as its own process, ``command(job)``, ``n`` at a time, each writing its
+    output to ``logs/JOB.log``; returns one line per job that failed. Jobs share nothing but the
+    token and SentencePiece caches, which their processes build under a lock. The first SIGINT
+    or SIGTERM is passed on to the running jobs, which save their checkpoints and end (a
+    second stops them at once); no new job starts, and :class:`Interrupted` says how to go on."""
+    from seq2seq.errors import Interrupted
+    from seq2seq.interrupts import StopSignals
+
+    logs.mkdir(parents=True, exist_ok=True)
+    waiting, running, failed = list(jobs), {}, []
+    with StopSignals() as stop:
+        try:
+            _supervise(waiting, running, failed, command, n, logs, stop)
+        except KeyboardInterrupt:  # the second signal: the jobs stop at once too
+            for proc, log, _ in running.values():
+                if proc.poll() is None:
+                    proc.send_signal(stop.received or signal.SIGINT)
+                proc.wait()
+                log.close()
+            raise Interrupted("reproduce: stopped at once; each job's last saved checkpoint "
+                              "stays: run the same command to go on",
+                              stop.received or signal.SIGINT) from None
+        if stop.received is not None:
+            raise Interrupted(f"reproduce: stopped on {stop.name}; the jobs that were running "
+                              "kept their checkpoints: run the same command to go on",
+                              stop.received)
+    return failed
+
+
+def _supervise(waiting: list[Job], running: dict[str, Any], failed: list[str],
+               command: Callable[[Job], list[str]], n: int, logs: Path, stop: Any) -> None:
+    """:func:`run_parallel`'s loop: start jobs while fewer than ``n`` run, pass a stop signal
+    on, collect the ended ones."""
+    forwarded = False
+    while waiting or running:
+        while waiting and len(running) < n and stop.received is None:
+            job = waiting.pop(0)
+            log = open(logs / f"{job.id}.log", "w", encoding="utf-8")  # noqa: SIM115
+            proc = subprocess.Popen(command(job), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # signals come from here alone
+            running[job.id] = (proc, log, time.perf_counter())
+            print(f"reproduce: {job.id} started (log: {log.name})", flush=True)
+        if stop.received is not None and not forwarded:  # once: a second one stops at once
+            for proc, _, _ in running.values():
+                if proc.poll() is None:
+                    proc.send_signal(stop.received)
+            waiting.clear()
+            forwarded = True
+        time.sleep(0.2)
+        for job_id, (proc, log, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[job_id]
+            minutes = (time.perf_counter() - t0) / 60
+            if proc.returncode == 0:
+                print(f"reproduce: {job_id} done in {minutes:.1f} min", flush=True)
+            elif forwarded:
+                print(f"reproduce: {job_id} stopped ({_last_line(Path(log.name))})", flush=True)
+            else:
+                last = _last_line(Path(log.name))
+                failed.append(f"{job_id}: exit status {proc.returncode}"
+                              + (f": {last}" if last else "") + f" (log: {log.name})")
+                print(f"reproduce: {failed[-1]}", flush=True)
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a log (progress bars' carriage returns split lines too)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    return one_line(lines[-1]) if lines else ""
 
 
 def _add_attention(prog: Progression, job: Job, cfg: Config, device: str) -> None:

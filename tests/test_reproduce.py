@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from seq2seq import checkpoint as ckpt
-from seq2seq.errors import ConfigError, Seq2SeqError
-from seq2seq.progression import job_config, load_progression
+from seq2seq.errors import ConfigError, Interrupted, Seq2SeqError
+from seq2seq.progression import Job, job_config, load_progression
 from seq2seq.progression_report import (
     README_BEGIN,
     README_END,
@@ -29,6 +31,7 @@ from seq2seq.reproduce import (
     config_differences,
     evaluate_job,
     plan_lines,
+    run_parallel,
     stale_result,
     trained,
 )
@@ -366,3 +369,64 @@ def test_results_from_several_machines_name_theirs(quick, tmp_path):
     result["device"] = "cpu"  # one machine again: a linear axis, nothing said
     kept.write_text(json.dumps(result))
     assert "logarithmic" not in write_progression_report(prog).read_text()
+
+
+def test_jobs_at_once_give_the_scores_of_one_at_a_time(tmp_path):
+    if not (MULTI30K / "train.de.gz").is_file():
+        pytest.skip("Multi30k not found")
+    one = reproduce(PROGRESSION, "--only", "bahdanau", "--set", "train.num_threads=1",
+                    out=tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    both = reproduce(PROGRESSION, "--only", "bahdanau", "--jobs", "2", "--set",
+                     "train.num_threads=1", out=tmp_path / "two")
+    assert both.returncode == 0, both.stderr[-2000:]
+    prog = load_progression(PROGRESSION, tmp_path / "two")
+    jobs = [job.id for job in prog.jobs("bahdanau")]  # three seeds
+    for job in jobs:
+        assert f"reproduce: {job} started (log: " in both.stdout
+        assert f"reproduce: {job} done in " in both.stdout
+        assert "done: 2 updates" in (prog.runs / "logs" / f"{job}.log").read_text()
+        kept = [json.loads((tmp_path / d / "progression" / job / "result.json").read_text())
+                for d in ("one", "two")]
+        assert kept[0]["evaluations"] == kept[1]["evaluations"], job
+    assert "bidirectional GRU, additive attention" in prog.report.read_text()
+    again = reproduce(PROGRESSION, "--only", "bahdanau", "--jobs", "2", out=tmp_path / "two")
+    assert again.returncode == 0 and "started" not in again.stdout  # nothing left to run
+
+
+def test_a_job_that_fails_is_named_with_its_log_and_the_report_is_still_written(tmp_path):
+    if not (MULTI30K / "train.de.gz").is_file():
+        pytest.skip("Multi30k not found")
+    (tmp_path / "cache").write_text("a file where the jobs want their cache directory")
+    r = subprocess.run(
+        [sys.executable, "-m", "seq2seq", "reproduce", str(PROGRESSION), "--quick", "--out",
+         str(tmp_path), "--only", "cho", "--jobs", "2", "--set", f"data.path={MULTI30K}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "SEQ2SEQ_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 2
+    error = r.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(
+        "error: 1 jobs failed: cho.de-en.s1234: exit status 2: error: cannot use the cache "
+        "directory ")
+    assert f"(log: {tmp_path / 'runs' / 'logs' / 'cho.de-en.s1234.log'})" in error[0]
+    assert "report: " in r.stdout  # written from whatever finished
+
+
+def test_a_stop_signal_reaches_the_running_jobs_and_no_more_start(tmp_path):
+    step = load_progression(PROGRESSION).steps[0]
+    jobs = [Job(step, "de-en", seed) for seed in (1, 2, 3)]
+    child = ("import signal, sys, time; "
+             "signal.signal(signal.SIGTERM, lambda *a: (print('saved', flush=True), "
+             "sys.exit(143))); print('up', flush=True); time.sleep(60)")
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(Interrupted, match="stopped on SIGTERM") as stopped:
+            run_parallel(jobs, lambda job: [sys.executable, "-c", child], 2, tmp_path)
+    finally:
+        timer.cancel()
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    logs = sorted(p.name for p in tmp_path.glob("*.log"))
+    assert logs == [jobs[0].id + ".log", jobs[1].id + ".log"]  # the third never started
+    for name in logs:
+        assert (tmp_path / name).read_text().split() == ["up", "saved"]
