@@ -415,6 +415,8 @@ def reproduce(
     if quick and readme is not None:
         raise ConfigError("--readme: not with --quick, whose tiny runs say nothing about the "
                           "models")
+    if jobs > 1 and (plan or verify is not None or report_only):
+        raise ConfigError("--jobs: only for training (not with --plan, --verify or --report)")
     if quick and out is None:
         out = Path("runs/progression-quick")
     prog = load_progression(progression, out)
@@ -441,10 +443,13 @@ def reproduce(
         run_progression(prog, only, quick, device, extra, progress=False, job_id=job)
         return
     if jobs > 1:
-        failed = _reproduce_in_parallel(progression, prog, only, quick, out, extra, device, jobs)
-        typer.echo(f"report: {write_progression_report(prog)}")
-        if readme is not None:
-            update_readme(prog, readme)
+        try:
+            failed = _reproduce_in_parallel(progression, prog, only, quick, out, extra, device,
+                                            jobs)
+        finally:  # stopped or failed too: the report shows every job that finished
+            typer.echo(f"report: {write_progression_report(prog)}")
+            if readme is not None:
+                update_readme(prog, readme)
         if failed:
             raise Seq2SeqError(f"{len(failed)} jobs failed: {failed[0]}" + (
                 f"; and {len(failed) - 1} more, their logs in {prog.runs / 'logs'}"
@@ -458,22 +463,37 @@ def _reproduce_in_parallel(progression: Path, prog, only: str | None, quick: boo
                            out: Path | None, extra: list[str], device: str, n: int
                            ) -> list[str]:
     """``reproduce --jobs N``: the jobs left, each as ``seq2seq reproduce ... --job ID`` in its
-    own process, N at a time; returns a line per failed job (the caller writes the report)."""
+    own process, N at a time; returns a line per failed job (the caller writes the report).
+    The data is fetched here first, once; each job gets an equal share of torch's threads
+    unless ``--set train.num_threads=...`` says otherwise (on a CPU, results depend on the
+    thread count: a job matches a run made one at a time on as many threads)."""
+    import os
     import sys
 
     import torch
 
-    from seq2seq.reproduce import pending_jobs, run_parallel
+    from seq2seq.download import fetch_missing
+    from seq2seq.reproduce import add_missing_attention, pending_jobs, run_parallel
 
     todo = pending_jobs(prog, only, quick, extra)
-    if not any(x.split("=", 1)[0].strip() == "train.num_threads" for x in extra):
+    for path, fetch in {(cfg.data.path, cfg.data.fetch) for _, cfg in todo}:
+        fetch_missing(path, fetch)
+    env = None
+    def key(item: str) -> str:  # as --set reads it: "train . num_threads" too
+        return ".".join(part.strip() for part in item.partition("=")[0].split("."))
+
+    if "train.num_threads" not in map(key, extra):
         share = max(1, torch.get_num_threads() // max(1, min(n, len(todo))))
         extra = [*extra, f"train.num_threads={share}"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(share)}  # evaluating alone, too
     base = [sys.executable, "-m", "seq2seq", "reproduce", str(progression), "--device", device,
             "--no-progress", *(["--quick"] if quick else []),
             *(["--out", str(out)] if out is not None else []),
             *(a for x in extra for a in ("--set", x))]
-    return run_parallel(todo, lambda j: [*base, "--job", j.id], n, prog.runs / "logs")
+    failed = run_parallel([job for job, _ in todo], lambda j: [*base, "--job", j.id], n,
+                          prog.runs / "logs", env)
+    add_missing_attention(prog, only, quick, extra, device)
+    return failed
 
 
 @app.command()

@@ -40,6 +40,7 @@ from typing import Any
 
 from seq2seq.config import Config, DataConfig
 from seq2seq.errors import ConfigError, Seq2SeqError, one_line
+from seq2seq.interrupts import HANDLED as HANDLED_SIGNALS
 from seq2seq.progression import ATTENTION_FILE, QUICK_UPDATES, Job, Progression, job_config
 from seq2seq.run import RunDir, changed_keys, write_text_atomic
 
@@ -326,19 +327,30 @@ def run_progression(prog: Progression, only: str | None = None, quick: bool = Fa
 
 
 def pending_jobs(prog: Progression, only: str | None, quick: bool, extra: list[str]
-                 ) -> list[Job]:
-    """The jobs that are not done: to train, continue or train again."""
-    return [job for job in prog.jobs(only)
-            if stale_result(prog, job, job_config(prog, job, quick, extra)) != []]
+                 ) -> list[tuple[Job, Config]]:
+    """The jobs that are not done (to train, continue or train again), with their configs."""
+    configs = [(job, job_config(prog, job, quick, extra)) for job in prog.jobs(only)]
+    return [(job, cfg) for job, cfg in configs if stale_result(prog, job, cfg) != []]
 
 
-def run_parallel(jobs: list[Job], command: Callable[[Job], list[str]], n: int, logs: Path
-                 ) -> list[str]:
-    """Run every job as its own process, ``command(job)``, ``n`` at a time, each writing its
-    output to ``logs/JOB.log``; returns one line per job that failed. Jobs share nothing but the
-    token and SentencePiece caches, which their processes build under a lock. The first SIGINT
-    or SIGTERM is passed on to the running jobs, which save their checkpoints and end (a
-    second stops them at once); no new job starts, and :class:`Interrupted` says how to go on."""
+def add_missing_attention(prog: Progression, only: str | None, quick: bool, extra: list[str],
+                          device: str) -> None:
+    """What :func:`run_progression` does for finished jobs: the attention samples of a job
+    finished before they were kept, from its run."""
+    for job in prog.jobs(only):
+        cfg = job_config(prog, job, quick, extra)
+        if stale_result(prog, job, cfg) == []:
+            _add_attention(prog, job, cfg, device)
+
+
+def run_parallel(jobs: list[Job], command: Callable[[Job], list[str]], n: int, logs: Path,
+                 env: dict[str, str] | None = None) -> list[str]:
+    """Run every job as its own process, ``command(job)`` (with ``env``), ``n`` at a time, each
+    appending its output to ``logs/JOB.log``; returns one line per job that failed. The jobs
+    share the data, token and SentencePiece caches, which their processes build under a lock.
+    The first SIGINT or SIGTERM is passed on, once, to the running jobs, which save their
+    checkpoints and end; no new job starts, and :class:`Interrupted` says how to go on. A
+    second signal stops them at once. Should this process fail, the jobs are stopped too."""
     from seq2seq.errors import Interrupted
     from seq2seq.interrupts import StopSignals
 
@@ -346,16 +358,16 @@ def run_parallel(jobs: list[Job], command: Callable[[Job], list[str]], n: int, l
     waiting, running, failed = list(jobs), {}, []
     with StopSignals() as stop:
         try:
-            _supervise(waiting, running, failed, command, n, logs, stop)
-        except KeyboardInterrupt:  # the second signal: the jobs stop at once too
-            for proc, log, _ in running.values():
-                if proc.poll() is None:
-                    proc.send_signal(stop.received or signal.SIGINT)
-                proc.wait()
-                log.close()
-            raise Interrupted("reproduce: stopped at once; each job's last saved checkpoint "
-                              "stays: run the same command to go on",
-                              stop.received or signal.SIGINT) from None
+            _supervise(waiting, running, failed, command, n, logs, env, stop)
+        except BaseException as e:  # a second signal, or this process failing
+            for sig in HANDLED_SIGNALS:  # no third signal interrupts the stopping below
+                signal.signal(sig, signal.SIG_IGN)
+            _stop_all(running, stop.received or signal.SIGINT)
+            if isinstance(e, KeyboardInterrupt):
+                raise Interrupted("reproduce: stopped at once; each job's last saved "
+                                  "checkpoint stays: run the same command to go on",
+                                  stop.received or signal.SIGINT) from None
+            raise
         if stop.received is not None:
             raise Interrupted(f"reproduce: stopped on {stop.name}; the jobs that were running "
                               "kept their checkpoints: run the same command to go on",
@@ -363,16 +375,37 @@ def run_parallel(jobs: list[Job], command: Callable[[Job], list[str]], n: int, l
     return failed
 
 
+def _stop_all(running: dict[str, Any], sig: int, grace: float = 30.0) -> None:
+    """Signal every running job, wait up to ``grace`` seconds for each, then kill it."""
+    for proc, _, _ in running.values():
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+    for proc, log, _ in running.values():
+        try:
+            if proc is not None:
+                proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    running.clear()
+
+
 def _supervise(waiting: list[Job], running: dict[str, Any], failed: list[str],
-               command: Callable[[Job], list[str]], n: int, logs: Path, stop: Any) -> None:
+               command: Callable[[Job], list[str]], n: int, logs: Path,
+               env: dict[str, str] | None, stop: Any) -> None:
     """:func:`run_parallel`'s loop: start jobs while fewer than ``n`` run, pass a stop signal
     on, collect the ended ones."""
     forwarded = False
     while waiting or running:
         while waiting and len(running) < n and stop.received is None:
             job = waiting.pop(0)
-            log = open(logs / f"{job.id}.log", "w", encoding="utf-8")  # noqa: SIM115
-            proc = subprocess.Popen(command(job), stdout=log, stderr=subprocess.STDOUT,
+            cmd = command(job)
+            log = open(logs / f"{job.id}.log", "a", encoding="utf-8")  # noqa: SIM115
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+            log.flush()
+            running[job.id] = (None, log, time.perf_counter())  # closed if Popen fails
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)  # signals come from here alone
             running[job.id] = (proc, log, time.perf_counter())
             print(f"reproduce: {job.id} started (log: {log.name})", flush=True)
@@ -389,14 +422,17 @@ def _supervise(waiting: list[Job], running: dict[str, Any], failed: list[str],
             log.close()
             del running[job_id]
             minutes = (time.perf_counter() - t0) / 60
-            if proc.returncode == 0:
+            code = proc.returncode
+            if code == 0:
                 print(f"reproduce: {job_id} done in {minutes:.1f} min", flush=True)
-            elif forwarded:
+            elif forwarded and code == 128 + stop.received:  # stopped as asked, checkpoint kept
                 print(f"reproduce: {job_id} stopped ({_last_line(Path(log.name))})", flush=True)
             else:
+                how = (f"killed by {signal.Signals(-code).name}" if code < 0
+                       else f"exit status {code}")
                 last = _last_line(Path(log.name))
-                failed.append(f"{job_id}: exit status {proc.returncode}"
-                              + (f": {last}" if last else "") + f" (log: {log.name})")
+                failed.append(f"{job_id}: {how}" + (f": {last}" if last else "")
+                              + f" (log: {log.name})")
                 print(f"reproduce: {failed[-1]}", flush=True)
 
 

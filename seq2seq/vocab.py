@@ -52,8 +52,8 @@ def building(entry: Path) -> Iterator[None]:
         entry.parent.mkdir(parents=True, exist_ok=True)
         lock = open(entry.parent / f".{entry.name}.lock", "w")  # noqa: SIM115
     except OSError as e:
-        raise DataError(f"cannot use the cache directory {cache_root()}: {one_line(e)} "
-                        "(SEQ2SEQ_CACHE names another)") from None
+        raise DataError(f"cannot use the cache directory {entry.parent}: {one_line(e)} "
+                        f"(SEQ2SEQ_CACHE names another; it is {cache_root()})") from None
     with lock as f:
         try:
             import fcntl

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -374,23 +375,24 @@ def test_results_from_several_machines_name_theirs(quick, tmp_path):
 def test_jobs_at_once_give_the_scores_of_one_at_a_time(tmp_path):
     if not (MULTI30K / "train.de.gz").is_file():
         pytest.skip("Multi30k not found")
-    one = reproduce(PROGRESSION, "--only", "bahdanau", "--set", "train.num_threads=1",
+    one = reproduce(PROGRESSION, "--only", "transformer", "--set", "train.num_threads=1",
                     out=tmp_path / "one")
     assert one.returncode == 0, one.stderr[-2000:]
-    both = reproduce(PROGRESSION, "--only", "bahdanau", "--jobs", "2", "--set",
+    both = reproduce(PROGRESSION, "--only", "transformer", "--jobs", "2", "--set",
                      "train.num_threads=1", out=tmp_path / "two")
     assert both.returncode == 0, both.stderr[-2000:]
     prog = load_progression(PROGRESSION, tmp_path / "two")
-    jobs = [job.id for job in prog.jobs("bahdanau")]  # three seeds
-    for job in jobs:
-        assert f"reproduce: {job} started (log: " in both.stdout
-        assert f"reproduce: {job} done in " in both.stdout
+    first, second = [job.id for job in prog.jobs("transformer")]  # de-en and en-de
+    out = both.stdout
+    assert out.index(f"reproduce: {second} started") < out.index(f"reproduce: {first} done in")
+    for job in (first, second):
         assert "done: 2 updates" in (prog.runs / "logs" / f"{job}.log").read_text()
         kept = [json.loads((tmp_path / d / "progression" / job / "result.json").read_text())
                 for d in ("one", "two")]
         assert kept[0]["evaluations"] == kept[1]["evaluations"], job
-    assert "bidirectional GRU, additive attention" in prog.report.read_text()
-    again = reproduce(PROGRESSION, "--only", "bahdanau", "--jobs", "2", out=tmp_path / "two")
+        assert kept[1]["machine"]["threads"] == 1
+    assert "Transformer (3+3 layers, d_model 256)" in prog.report.read_text()
+    again = reproduce(PROGRESSION, "--only", "transformer", "--jobs", "2", out=tmp_path / "two")
     assert again.returncode == 0 and "started" not in again.stdout  # nothing left to run
 
 
@@ -412,21 +414,37 @@ def test_a_job_that_fails_is_named_with_its_log_and_the_report_is_still_written(
     assert "report: " in r.stdout  # written from whatever finished
 
 
-def test_a_stop_signal_reaches_the_running_jobs_and_no_more_start(tmp_path):
+def test_a_stop_signal_reaches_the_running_jobs_once_and_no_more_start(tmp_path):
     step = load_progression(PROGRESSION).steps[0]
     jobs = [Job(step, "de-en", seed) for seed in (1, 2, 3)]
-    child = ("import signal, sys, time; "
-             "signal.signal(signal.SIGTERM, lambda *a: (print('saved', flush=True), "
-             "sys.exit(143))); print('up', flush=True); time.sleep(60)")
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    try:
-        with pytest.raises(Interrupted, match="stopped on SIGTERM") as stopped:
-            run_parallel(jobs, lambda job: [sys.executable, "-c", child], 2, tmp_path)
-    finally:
-        timer.cancel()
+    # a job that saves on its first SIGTERM and would stop at once on a second
+    child = ("import signal, sys, time\n"
+             "def stop(*a):\n"
+             "    signal.signal(signal.SIGTERM, lambda *a: (print('twice', flush=True),"
+             " sys.exit(1)))\n"
+             "    print('saved', flush=True); time.sleep(1); sys.exit(143)\n"
+             "signal.signal(signal.SIGTERM, stop); print('up', flush=True); time.sleep(60)\n")
+    logs = [tmp_path / f"{job.id}.log" for job in jobs]
+
+    def stop_when_both_are_up():
+        for _ in range(600):
+            if all(log.is_file() and "up" in log.read_text() for log in logs[:2]):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=stop_when_both_are_up, daemon=True).start()
+    with pytest.raises(Interrupted, match="stopped on SIGTERM") as stopped:
+        run_parallel(jobs, lambda job: [sys.executable, "-c", child], 2, tmp_path)
     assert stopped.value.exit_code == 128 + signal.SIGTERM
-    logs = sorted(p.name for p in tmp_path.glob("*.log"))
-    assert logs == [jobs[0].id + ".log", jobs[1].id + ".log"]  # the third never started
-    for name in logs:
-        assert (tmp_path / name).read_text().split() == ["up", "saved"]
+    assert not logs[2].exists()  # the third never started
+    for log in logs[:2]:
+        assert log.read_text().splitlines()[-2:] == ["up", "saved"]  # one signal, not two
+
+
+def test_jobs_are_only_for_training():
+    r = subprocess.run([sys.executable, "-m", "seq2seq", "reproduce", str(PROGRESSION),
+                        "--plan", "--jobs", "2"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: --jobs: only for training (not with --plan, --verify or --report)")

@@ -97,7 +97,8 @@ def test_sentencepiece_failure_is_one_line(tmp_path, monkeypatch):
 def test_a_cache_that_is_not_a_directory_is_a_one_line_error(tmp_path, monkeypatch):
     (tmp_path / "cache").write_text("a file, not a directory")
     monkeypatch.setenv("SEQ2SEQ_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(DataError, match=r"^cannot use the cache directory .*cache: .*Not a "
-                                        r"directory.* \(SEQ2SEQ_CACHE names another\)$"):
+    with pytest.raises(DataError, match=r"^cannot use the cache directory .*cache/spm: .*Not "
+                                        r"a directory.* \(SEQ2SEQ_CACHE names another; it is "
+                                        r".*cache\)$"):
         with vocab_mod.building(vocab_mod.cache_root() / "spm" / "key"):
             pass
