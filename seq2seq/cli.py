@@ -451,7 +451,8 @@ def reproduce(
             if readme is not None:
                 update_readme(prog, readme)
         if failed:
-            raise Seq2SeqError(f"{len(failed)} jobs failed: {failed[0]}" + (
+            raise Seq2SeqError(f"{len(failed)} job{'s' * (len(failed) > 1)} failed: "
+                               f"{failed[0]}" + (
                 f"; and {len(failed) - 1} more, their logs in {prog.runs / 'logs'}"
                 if len(failed) > 1 else ""))
         return
@@ -472,6 +473,7 @@ def _reproduce_in_parallel(progression: Path, prog, only: str | None, quick: boo
 
     import torch
 
+    from seq2seq.config import override_key
     from seq2seq.download import fetch_missing
     from seq2seq.reproduce import add_missing_attention, pending_jobs, run_parallel
 
@@ -479,10 +481,7 @@ def _reproduce_in_parallel(progression: Path, prog, only: str | None, quick: boo
     for path, fetch in {(cfg.data.path, cfg.data.fetch) for _, cfg in todo}:
         fetch_missing(path, fetch)
     env = None
-    def key(item: str) -> str:  # as --set reads it: "train . num_threads" too
-        return ".".join(part.strip() for part in item.partition("=")[0].split("."))
-
-    if "train.num_threads" not in map(key, extra):
+    if "train.num_threads" not in map(override_key, extra):
         share = max(1, torch.get_num_threads() // max(1, min(n, len(todo))))
         extra = [*extra, f"train.num_threads={share}"]
         env = {**os.environ, "OMP_NUM_THREADS": str(share)}  # evaluating alone, too

@@ -524,6 +524,12 @@ def config_from_dict(raw: dict[str, Any], *, spellings: Mapping[str, str] | None
     return cfg
 
 
+def override_key(item: str) -> str:
+    """The dotted key of a ``KEY=VALUE`` override as :func:`apply_override` reads it, its parts
+    stripped (``"train . num_threads=2"`` -> ``"train.num_threads"``)."""
+    return ".".join(part.strip() for part in item.partition("=")[0].split("."))
+
+
 def apply_override(raw: dict[Any, Any], item: str, spellings: dict[str, str] | None = None
                    ) -> None:
     """Apply ``a.b.c=value`` (value parsed as YAML; text that is not YAML is taken as it is) to a
@@ -531,7 +537,7 @@ def apply_override(raw: dict[Any, Any], item: str, spellings: dict[str, str] | N
     if not isinstance(item, str) or "=" not in item:
         raise ConfigError(f"--set {_show(item)}: expected KEY=VALUE, e.g. model.hidden_size=512")
     key, _, text = item.partition("=")
-    parts = [part.strip() for part in key.split(".")]
+    parts = override_key(item).split(".")
     if not all(parts):
         raise ConfigError(f"--set {_show(item)}: malformed key {_show(key.strip())}")
     value = None

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seq2seq.config import Config, load_config
+from seq2seq.config import Config, load_config, override_key
 from seq2seq.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +71,9 @@ def test_overrides_go_through_validation():
         load_config(None, ["model.hiden_size=512"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(None, ["model.hidden_size"])
+    spaced = "train . num_threads = 3"  # the key as the config reads it, spaces and all
+    assert override_key(spaced) == "train.num_threads"
+    assert load_config(None, [spaced]).train.num_threads == 3
 
 
 def test_cross_field_checks():

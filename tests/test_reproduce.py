@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cli, one_line_error
 
 from seq2seq import checkpoint as ckpt
 from seq2seq.errors import ConfigError, Interrupted, Seq2SeqError
@@ -400,15 +401,11 @@ def test_a_job_that_fails_is_named_with_its_log_and_the_report_is_still_written(
     if not (MULTI30K / "train.de.gz").is_file():
         pytest.skip("Multi30k not found")
     (tmp_path / "cache").write_text("a file where the jobs want their cache directory")
-    r = subprocess.run(
-        [sys.executable, "-m", "seq2seq", "reproduce", str(PROGRESSION), "--quick", "--out",
-         str(tmp_path), "--only", "cho", "--jobs", "2", "--set", f"data.path={MULTI30K}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-        env={**os.environ, "SEQ2SEQ_CACHE": str(tmp_path / "cache")})
+    r = reproduce(PROGRESSION, "--only", "cho", "--jobs", "2", out=tmp_path)
     assert r.returncode == 2
     error = r.stderr.strip().splitlines()
     assert len(error) == 1 and error[0].startswith(
-        "error: 1 jobs failed: cho.de-en.s1234: exit status 2: error: cannot use the cache "
+        "error: 1 job failed: cho.de-en.s1234: exit status 2: error: cannot use the cache "
         "directory ")
     assert f"(log: {tmp_path / 'runs' / 'logs' / 'cho.de-en.s1234.log'})" in error[0]
     assert "report: " in r.stdout  # written from whatever finished
@@ -443,8 +440,5 @@ def test_a_stop_signal_reaches_the_running_jobs_once_and_no_more_start(tmp_path)
 
 
 def test_jobs_are_only_for_training():
-    r = subprocess.run([sys.executable, "-m", "seq2seq", "reproduce", str(PROGRESSION),
-                        "--plan", "--jobs", "2"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=120)
-    assert r.returncode == 2 and r.stderr.strip() == (
-        "error: --jobs: only for training (not with --plan, --verify or --report)")
+    err = one_line_error(cli("reproduce", PROGRESSION, "--plan", "--jobs", "2"))
+    assert err == "error: --jobs: only for training (not with --plan, --verify or --report)"
