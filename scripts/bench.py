@@ -4,6 +4,8 @@
     python scripts/bench.py --config configs/multi30k/transformer.yaml --updates 30
     python scripts/bench.py --config configs/multi30k/transformer.yaml --batch-tokens 1024,4096
     python scripts/bench.py --config configs/multi30k/transformer.yaml --precision fp32,bf16
+    python scripts/bench.py --config configs/multi30k/transformer.yaml --masks torch,fast --rounds 3
+    python scripts/bench.py --config configs/multi30k/transformer.yaml --masks torch,fast --paired
     python scripts/bench.py --run runs/transformer --beams 1,5 --batch-sizes 1,64
     python scripts/bench.py --run runs/transformer --beams 1,5 --batch-sizes 64 --fixed-length 20
     python scripts/bench.py --run runs/transformer --quantize none,int8 --json bench.json
@@ -31,6 +33,7 @@ import itertools
 import json
 import platform
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -43,6 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from seq2seq import dropout  # noqa: E402
 from seq2seq.batching import Batch, TrainBatches  # noqa: E402
 from seq2seq.config import load_config  # noqa: E402
 from seq2seq.data import load_split, split_name  # noqa: E402
@@ -125,7 +129,7 @@ def update(model, opt, batches: TrainBatches, group, cfg, precision: str,
     with clock.section("data"):
         parts = [batches.collate(idx).to(device) for idx in group]
     total = max(sum(b.n_tgt_tokens for b in parts), 1)
-    opt.zero_grad(set_to_none=True)
+    opt.zero_grad(set_to_none=False)  # as the Trainer does: the gradients stay in place
     loss_value = 0.0
     for b in parts:
         with clock.section("forward"), autocast(precision, device):
@@ -160,9 +164,11 @@ def count_flops(model, batches: TrainBatches, order, cfg, precision: str,
 
 
 def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | None,
-            device: torch.device):
+            device: torch.device, masks: str | None = None):
     overrides = [f"data.path={data}"] if data else []
     overrides.append(f"train.precision={precision}")
+    if masks:
+        overrides.append(f"train.dropout_masks={masks}")
     if batch_tokens:  # one batch of this size an update
         overrides += [f"train.batch_tokens={batch_tokens}", "train.accumulate=1"]
     cfg = load_config(config, overrides)
@@ -177,9 +183,9 @@ def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | 
 
 def bench_train(config: Path, updates: int, warmup: int, data: str | None, precision: str,
                 batch_tokens: int | None, device: torch.device, peak: float,
-                flops: bool = True, ops: int = 0) -> dict:
+                flops: bool = True, ops: int = 0, masks: str | None = None) -> dict:
     precision = resolve_precision(precision, device)
-    cfg, batches, model, opt = prepare(config, data, precision, batch_tokens, device)
+    cfg, batches, model, opt = prepare(config, data, precision, batch_tokens, device, masks)
     acc = cfg.train.accumulate  # an update sums the gradients of this many batches
     flat = batches.epoch(1)[: (warmup + updates) * acc]
     order = [flat[i:i + acc] for i in range(0, len(flat), acc)]
@@ -189,7 +195,8 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
     profiler = torch.profiler.profile() if ops else contextlib.nullcontext()
     for i, idx in enumerate(order):
         clock.on = i >= warmup
-        with profiler if i == warmup else contextlib.nullcontext():
+        with (profiler if i == warmup else contextlib.nullcontext(),
+              dropout.masks(cfg.train.dropout_masks)):  # as the Trainer draws them
             parts, _ = update(model, opt, batches, idx, cfg, precision, device, clock)
         if clock.on:
             for b in parts:
@@ -202,6 +209,7 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
     elapsed = sum(clock.spent.values())
     row = {
         "kind": "train", "config": config.stem, "precision": precision,
+        "masks": cfg.train.dropout_masks,
         "batch tokens": f"{acc} x {cfg.train.batch_tokens}" if acc > 1 else cfg.train.batch_tokens,
         "params": model.num_parameters(),
         "updates": updates, "s/update": elapsed / updates,
@@ -215,6 +223,38 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
         row["MFU"] = row["GFLOP/s"] / peak
     row.update({f"% {k}": 100 * v / elapsed for k, v in clock.spent.items()})
     return row
+
+
+def bench_masks_paired(config: Path, updates: int, warmup: int, data: str | None,
+                       precision: str, device: torch.device, kinds: list[str]) -> list[dict]:
+    """Each update taken once with every kind of dropout masks in turn (the order alternating),
+    on the same batches and model: the drift of a shared machine, minutes long, weighs on every
+    kind alike. Returns a row per kind: its s/update (the same batches for all) and the median
+    over updates of the first kind's time over this kind's."""
+    precision = resolve_precision(precision, device)
+    cfg, batches, model, opt = prepare(config, data, precision, None, device)
+    acc = cfg.train.accumulate
+    flat = batches.epoch(1)[: (warmup + updates) * acc]
+    order = [flat[i:i + acc] for i in range(0, len(flat), acc)]
+    model.train()
+    clock = Clock(device)
+    spent: dict[str, list[float]] = {k: [] for k in kinds}
+    tgt = 0
+    for i, idx in enumerate(order):
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
+            with dropout.masks(kind):
+                t0 = time.perf_counter()
+                parts, _ = update(model, opt, batches, idx, cfg, precision, device, clock)
+                sync(device)
+                if i >= warmup:
+                    spent[kind].append(time.perf_counter() - t0)
+        if i >= warmup:
+            tgt += sum(b.n_tgt_tokens for b in parts)
+    first = spent[kinds[0]]
+    return [{"kind": "train", "config": config.stem, "precision": precision, "masks": k,
+             "updates": updates, "s/update": sum(t) / updates, "tgt tok/s": tgt / sum(t),
+             f"median speed vs {kinds[0]}": statistics.median(a / b for a, b in zip(first, t))}
+            for k, t in spent.items()]
 
 
 def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[int],
@@ -244,6 +284,24 @@ def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[
     return rows
 
 
+def medians(rows: list[dict]) -> list[dict]:
+    """One row per training setting: the median of its rounds' s/update and tokens/s, and
+    its speed against the first setting of the same config."""
+    keys = ("config", "precision", "masks", "batch tokens")
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    out = []
+    for key, group in groups.items():
+        med = {k: statistics.median(r[k] for r in group)
+               for k in ("s/update", "tgt tok/s", "src tok/s")}
+        out.append({**dict(zip(keys, key)), "rounds": len(group), **med})
+    for row in out:
+        first = next(r for r in out if r["config"] == row["config"])
+        row["speed vs first"] = first["s/update"] / row["s/update"]
+    return out
+
+
 def fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:,.3f}" if v < 10 else f"{v:,.0f}"
@@ -271,6 +329,15 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch-tokens", default="",
                     help="comma-separated train.batch_tokens to time, one batch an update "
                     "(default: the config's batch_tokens and accumulate)")
+    ap.add_argument("--masks", default="",
+                    help="comma-separated train.dropout_masks to time: torch, fast "
+                    "(default: the config's)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time every training setting this many times, alternating their "
+                    "order, and also print each setting's median")
+    ap.add_argument("--paired", action="store_true",
+                    help="with several --masks: take every update with each in turn, on one "
+                    "model and the same batches, and print the per-update speed ratio")
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
     ap.add_argument("--ops", type=int, default=0,
                     help="also print the N operators that took the most time in one update")
@@ -308,10 +375,27 @@ def main() -> int:
         if data is None and not (ROOT / "data/multi30k").exists():
             data = str(ROOT.parent / "shared/data/multi30k")
         sizes = [int(x) for x in args.batch_tokens.split(",") if x] or [None]
-        train = [bench_train(c, args.updates, args.warmup, data, p, n, device, peak,
-                             not args.no_flops, args.ops)
-                 for c in configs for p in args.precision.split(",") for n in sizes]
-        print("\nTraining throughput (% columns: where an update's time goes)\n" + table(train))
+        if args.paired:
+            kinds = [m for m in args.masks.split(",") if m]
+            if len(kinds) < 2:
+                raise SystemExit("bench: --paired needs two or more --masks, e.g. torch,fast")
+            train = [r for c in configs for p in args.precision.split(",")
+                     for r in bench_masks_paired(c, args.updates, args.warmup, data, p,
+                                                 device, kinds)]
+            print("\nDropout masks, each update taken with every kind in turn\n" + table(train))
+        else:
+            grid = [(c, p, n, m) for c in configs for p in args.precision.split(",")
+                    for n in sizes for m in args.masks.split(",")]
+            train = []
+            for r in range(args.rounds):  # forward, backward, forward, ...: drift weighs alike
+                for c, p, n, m in grid if r % 2 == 0 else grid[::-1]:
+                    row = bench_train(c, args.updates, args.warmup, data, p, n, device, peak,
+                                      not args.no_flops, args.ops, m or None)
+                    train.append({"round": r + 1, **row} if args.rounds > 1 else row)
+            print("\nTraining throughput (% columns: where an update's time goes)\n"
+                  + table(train))
+            if args.rounds > 1:
+                print(f"\nMedians over {args.rounds} rounds\n" + table(medians(train)))
         rows += train
     if args.run:
         sizes = [int(x) for x in args.batch_sizes.split(",")]

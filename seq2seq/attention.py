@@ -33,7 +33,7 @@ from torch import nn
 
 from seq2seq import choices
 from seq2seq.choices import SCORES, WINDOWS
-from seq2seq.dropout import dropout
+from seq2seq.dropout import dropout, mask_kind
 
 if TYPE_CHECKING:
     from seq2seq.config import AttentionConfig
@@ -361,12 +361,15 @@ class MultiHeadAttention(nn.Module):
         k, v = proj_keys[:, : self.heads], proj_keys[:, self.heads :]  # (B, h, S, d_k)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S)
         T, S = q.size(2), k.size(2)
-        explicit = need_weights or (self.hard and not self.training)
+        p = self.dropout if self.training else 0.0
+        # the fused kernel draws its dropout mask itself (bernoulli_ on a CPU): with fast masks
+        # (seq2seq.dropout) the weights are computed here and dropped out by our dropout
+        own_dropout = p > 0 and q.device.type == "cpu" and mask_kind() == "fast"
+        explicit = need_weights or (self.hard and not self.training) or own_dropout
         fused_causal = causal and T > 1 and T == S and attn_mask is None and not explicit
         if causal and T > 1 and not fused_causal:
             allowed = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
             attn_mask = allowed if attn_mask is None else attn_mask & allowed
-        p = self.dropout if self.training else 0.0
         if explicit:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)  # (B, h, T, S)
             if attn_mask is not None:
@@ -375,7 +378,8 @@ class MultiHeadAttention(nn.Module):
             if self.hard and not self.training:
                 weights = hard_weights(weights)
             ctx = dropout(weights, p, self.training) @ v
-            mean_weights = weights.mean(dim=1) if average_heads else weights
+            mean_weights = None if not need_weights else (weights.mean(dim=1) if average_heads
+                                                           else weights)
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p,
                                                  is_causal=fused_causal)

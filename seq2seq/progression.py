@@ -194,12 +194,15 @@ def job_config(prog: Progression, job: Job, quick: bool, extra: list[str] | None
     """The job's config: the step's file in fp32 (``precision: auto`` would train in bf16 on
     some machines and not on others, and a sweep spans machines) and decoding one batch at a
     time on all threads (as every result of the sweep was decoded before ``decode.workers``
-    existed: another share of threads can move a score in its last bits), with the step's
+    existed: another share of threads can move a score in its last bits) and drawing dropout
+    masks as torch does (as every result of the sweep was trained: the model configs' ``fast``
+    masks are another random stream, so other weights), with the step's
     ``set:`` lines, the budget, seed and direction (and, quick, the tiny settings), then
     ``extra`` (``--set``, which may ask for another precision)."""
     src, tgt = job.langs
     overrides = [
-        "train.precision=fp32", "decode.workers=1", *job.step.overrides,
+        "train.precision=fp32", "decode.workers=1", "train.dropout_masks=torch",
+        *job.step.overrides,
         f"train.max_updates={QUICK_UPDATES if quick else job.step.updates}",
         "train.max_minutes=null", f"train.seed={job.seed}",
         f"data.src_lang={src}", f"data.tgt_lang={tgt}", f"run_dir={prog.runs / job.id}",

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from seq2seq import checkpoint as ckpt
-from seq2seq import distributed
+from seq2seq import distributed, dropout
 from seq2seq.attention import LocalPredictiveWindow
 from seq2seq.batching import Batch, TrainBatches, inference_batches, make_batch
 from seq2seq.choices import ARCHITECTURES
@@ -557,7 +557,7 @@ class Trainer:
                    disable=not self.show_progress, dynamic_ncols=True, desc="train")
         self.model.train()
         done, window = self._done(), LogWindow()
-        with self.signals:
+        with self.signals, dropout.masks(self.t.dropout_masks):
             try:
                 if self._validate_if_missed(done):
                     done = True  # early stopping said so

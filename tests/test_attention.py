@@ -166,6 +166,35 @@ def test_multihead_sdpa_equals_explicit_formula():
     assert (w[~mask[:, None, :].expand_as(w)] == 0).all()
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_multihead_training_dropout_follows_the_mask_kind(causal):
+    """torch masks: the fused kernel's own dropout, as before; fast masks: the weights computed
+    here and dropped out by seq2seq.dropout (the kernel would draw bernoulli_ masks)."""
+    from seq2seq.dropout import dropout, masks
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(DQ, DQ, 16, heads=2, dropout=0.3).train()
+    x = torch.randn(B, 6, DQ)
+    mask = None if causal else torch.arange(6)[None, :] < torch.tensor([6, 4, 1])[:, None]
+    kv = mha.project_keys(x)
+    Q = mha.W_q(x).view(B, 6, 2, 8).transpose(1, 2)
+    K, V = kv[:, :2], kv[:, 2:]
+    allowed = torch.ones(6, 6, dtype=torch.bool).tril() if causal else mask[:, None, None]
+    torch.manual_seed(5)
+    out, _ = mha(x, kv, mask=mask, causal=causal, need_weights=False)
+    torch.manual_seed(5)
+    sdpa = F.scaled_dot_product_attention(Q, K, V, attn_mask=None if causal else allowed,
+                                          dropout_p=0.3, is_causal=causal)
+    assert torch.equal(out, mha.W_o(sdpa.transpose(1, 2).reshape(B, 6, 16)))
+    with masks("fast"):
+        torch.manual_seed(5)
+        out, _ = mha(x, kv, mask=mask, causal=causal, need_weights=False)
+        scores = (Q @ K.transpose(-1, -2) / math.sqrt(8)).masked_fill(~allowed, -math.inf)
+        torch.manual_seed(5)
+        heads = dropout(torch.softmax(scores, -1), 0.3, True) @ V
+    assert torch.equal(out, mha.W_o(heads.transpose(1, 2).reshape(B, 6, 16)))
+
+
 def test_multihead_causal_mask():
     torch.manual_seed(0)
     mha = MultiHeadAttention(DQ, DQ, 16, heads=2).eval()

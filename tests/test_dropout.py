@@ -1,10 +1,11 @@
-"""seq2seq.dropout: the same numbers as F.dropout, with a one-byte mask kept for backward."""
+"""seq2seq.dropout: with ``torch`` masks the same numbers as F.dropout, with ``fast`` masks
+16-bit draws; a one-byte mask kept for backward either way."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.dropout import Dropout, dropout
+from seq2seq.dropout import Dropout, dropout, keep_mask, mask_kind, masks
 
 
 @pytest.mark.parametrize("shape,transposed", [((7,), False), ((3, 5, 11), False),
@@ -58,3 +59,60 @@ def test_identity_when_not_training_or_p_zero_and_zero_at_p_one():
     torch.manual_seed(3)
     assert torch.equal(a, torch.nn.Dropout(0.4)(x))
     assert m.state_dict() == {} and repr(m) == "Dropout(p=0.4, inplace=False)"
+
+
+def test_fast_masks_keep_the_rounded_probability_and_scale_to_the_same_mean():
+    x = torch.ones(1_000_003)
+    torch.manual_seed(0)
+    with masks("fast"):
+        y = dropout(x, 0.1, True)
+    k = round(0.9 * 65536)  # 58,982 of the 2^16 values a 16-bit lane takes are kept
+    kept = float((y != 0).float().mean())
+    assert abs(kept - k / 65536) < 5 * (0.9 * 0.1 / x.numel()) ** 0.5  # five standard errors
+    assert torch.equal(y[y != 0], torch.full_like(y[y != 0], 65536 / k))
+    assert abs(float(y.mean()) - 1.0) < 0.003  # E[y] = x
+
+
+def test_fast_masks_use_a_quarter_of_the_draws_and_are_reproducible():
+    x = torch.randn(8, 50, requires_grad=True)  # 400 elements: 100 64-bit draws
+    g = torch.randn(8, 50)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        with masks("fast"):
+            y = dropout(x, 0.3, True)
+        after = torch.rand(2)
+        (grad,) = torch.autograd.grad(y, x, g)
+        runs.append((y, after, grad))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    torch.manual_seed(3)
+    torch.empty(100, dtype=torch.int64).random_(-(1 << 63), None)
+    assert torch.equal(runs[0][1], torch.rand(2))  # the generator moved by 100 draws
+    y, _, grad = runs[0]
+    keep = y != 0
+    scale = 65536 / round(0.7 * 65536)
+    assert torch.equal(grad, keep.float() * scale * g)  # dL/dx = dL/dy * m * scale
+    torch.manual_seed(3)
+    assert not torch.equal(keep, F.dropout(x, 0.3, True) != 0)  # another stream than torch's
+
+
+def test_mask_kind_is_set_for_a_block_only():
+    assert mask_kind() == "torch"
+    with masks("fast"):
+        assert mask_kind() == "fast"
+    assert mask_kind() == "torch"
+    with pytest.raises(ValueError, match="not one of torch, fast"):
+        with masks("philox"):
+            pass
+    # a probability that rounds to keeping all 2^16 values keeps everything, unscaled
+    keep, scale = keep_mask(torch.empty(10), 1e-6, "fast")
+    assert bool(keep.all()) and scale == 1.0
+
+
+def test_torch_masks_follow_the_memory_order_of_the_input():
+    x = torch.randn(16, 24).t()  # transposed: F.dropout draws its mask in memory order
+    torch.manual_seed(9)
+    keep, _ = keep_mask(x, 0.5, "torch")
+    torch.manual_seed(9)
+    assert torch.equal(keep, F.dropout(torch.ones_like(x), 0.5, True) != 0)
+    assert keep.stride() == x.stride()

@@ -99,7 +99,7 @@ MODEL_MODULES = sorted(m for m in MODULES if m.startswith("seq2seq.models")) + [
 ALLOWED_FOR_MODELS = {"seq2seq", "seq2seq.attention", "seq2seq.choices", "seq2seq.dropout",
                       "seq2seq.special",
                       "seq2seq.errors", "torch", "__future__", "collections", "math", "typing",
-                      "dataclasses", "functools", "itertools", "abc", "enum"}
+                      "dataclasses", "contextlib", "functools", "itertools", "abc", "enum"}
 
 
 def _allowed_for_models(module: str) -> bool:

@@ -33,6 +33,18 @@ def test_same_seed_same_loss_curve(toy_data, tmp_path):
     assert a != c
 
 
+def test_dropout_masks_setting_draws_another_reproducible_stream(toy_data, tmp_path):
+    from seq2seq.dropout import mask_kind
+
+    fast = [losses(train(tiny_config(toy_data, tmp_path / f"f{i}", "train.max_updates=3",
+                                     "train.dropout_masks=fast"), progress=False))[0]
+            for i in range(2)]
+    torch_masks, _ = losses(train(tiny_config(toy_data, tmp_path / "t", "train.max_updates=3"),
+                                  progress=False))
+    assert fast[0] == fast[1] and fast[0] != torch_masks
+    assert mask_kind() == "torch"  # the setting held for the training only
+
+
 def test_existing_run_is_never_overwritten_silently(toy_data, tmp_path):
     cfg = tiny_config(toy_data, tmp_path / "run", "train.max_updates=1")
     train(cfg, progress=False)

@@ -29,7 +29,7 @@ from torch import nn
 from seq2seq import choices
 from seq2seq.attention import MultiHeadAttention
 from seq2seq.choices import ARCHITECTURES
-from seq2seq.dropout import Dropout
+from seq2seq.dropout import Dropout, noise
 from seq2seq.models.base import Seq2SeqModel, State
 from seq2seq.special import PAD
 
@@ -83,17 +83,16 @@ class Embedder(nn.Module):
 class _ReluDropout(torch.autograd.Function):
     """``dropout(relu(x), p)`` keeping only its output for the backward pass.
 
-    With y = relu(x) * m / (1 - p) (m the Bernoulli mask), y > 0 exactly where x > 0 and m = 1,
-    so dy/dx = [y > 0] / (1 - p): neither the relu's output nor the mask needs to be saved,
-    and y is saved anyway as the next layer's input. The mask is drawn as ``F.dropout`` draws it,
-    so the random stream and the values are the same as the unfused pair."""
+    With y = relu(x) * m * s (m the Bernoulli mask, s = 1 / (1 - p)), y > 0 exactly where x > 0
+    and m = 1, so dy/dx = [y > 0] * s: neither the relu's output nor the mask needs to be saved,
+    and y is saved anyway as the next layer's input. The mask is drawn as :mod:`seq2seq.dropout`
+    draws it (with ``torch`` masks, the random stream and the values of the unfused pair)."""
 
     @staticmethod
     def forward(ctx, x, p):
-        noise = torch.empty_like(x).bernoulli_(1 - p).div_(1 - p)
-        y = F.relu(x) * noise
+        m, ctx.scale = noise(x, p)  # m * scale, drawn as seq2seq.dropout draws masks
+        y = F.relu(x) * m
         ctx.save_for_backward(y)
-        ctx.scale = 1 / (1 - p)
         return y
 
     @staticmethod
