@@ -16,7 +16,10 @@ it (autocast forward, fused loss, backward, gradient clipping, optimizer step), 
 fraction of the batches, the model's FLOPs per update (every matrix multiply and attention of
 forward and backward, counted by ``torch.utils.flop_counter`` from the operands' shapes on the
 same batches, in a separate untimed pass), the GFLOP/s this achieves and its fraction of the
-matrix-multiply peak measured at the start of the same run (model FLOP utilisation, MFU), and
+fp32 matrix-multiply peak (model FLOP utilisation, MFU): the peak is measured again after every
+timed update (the best of a (2048, 2048) product over 0.25 s) and its median is the yardstick,
+so that a shared machine's speed, which drifts by a third within minutes, is the same for
+both sides of the ratio; and
 where an update's time goes: data (collate), forward (to the decoder output), loss (output layer
 and cross-entropy), backward, optimizer (clipping and the step).
 
@@ -86,10 +89,12 @@ def cpu_has_bf16() -> bool:
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
-                seconds: float = 2.0) -> float:
-    """The best GFLOP/s of an (n, n) @ (n, n) matrix multiply over about ``seconds``."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device,
-                                                                       dtype=dtype)
+                seconds: float = 2.0, operands: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> float:
+    """The best GFLOP/s of an (n, n) @ (n, n) matrix multiply over about ``seconds`` (on
+    ``operands`` when given: two (n, n) matrices)."""
+    a, b = operands or (torch.randn(n, n, device=device, dtype=dtype),
+                        torch.randn(n, n, device=device, dtype=dtype))
     best, start = 0.0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         sync(device)
@@ -182,7 +187,7 @@ def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | 
 
 
 def bench_train(config: Path, updates: int, warmup: int, data: str | None, precision: str,
-                batch_tokens: int | None, device: torch.device, peak: float,
+                batch_tokens: int | None, device: torch.device,
                 flops: bool = True, ops: int = 0, masks: str | None = None) -> dict:
     precision = resolve_precision(precision, device)
     cfg, batches, model, opt = prepare(config, data, precision, batch_tokens, device, masks)
@@ -193,11 +198,15 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
     clock = Clock(device)
     src = tgt = src_pad = tgt_pad = 0
     profiler = torch.profiler.profile() if ops else contextlib.nullcontext()
+    operands = (torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device))
+    peaks = []  # the fp32 matmul peak after each timed update
     for i, idx in enumerate(order):
         clock.on = i >= warmup
         with (profiler if i == warmup else contextlib.nullcontext(),
               dropout.masks(cfg.train.dropout_masks)):  # as the Trainer draws them
             parts, _ = update(model, opt, batches, idx, cfg, precision, device, clock)
+        if clock.on and flops:
+            peaks.append(matmul_peak(device, seconds=0.25, operands=operands))
         if clock.on:
             for b in parts:
                 src, tgt = src + b.n_src_tokens, tgt + b.n_tgt_tokens
@@ -220,7 +229,8 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
         total = count_flops(model, batches, order[warmup:], cfg, precision, device)
         row["GFLOP/update"] = total / updates / 1e9
         row["GFLOP/s"] = total / elapsed / 1e9
-        row["MFU"] = row["GFLOP/s"] / peak
+        row["peak GFLOP/s"] = statistics.median(peaks)
+        row["MFU"] = row["GFLOP/s"] / row["peak GFLOP/s"]
     row.update({f"% {k}": 100 * v / elapsed for k, v in clock.spent.items()})
     return row
 
@@ -367,7 +377,7 @@ def main() -> int:
     peak = matmul_peak(device)
     print(f"{cpu_name()}; bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
-          f"fp32 matmul peak {peak:,.1f} GFLOP/s")
+          f"fp32 matmul peak {peak:,.1f} GFLOP/s at the start")
     rows: list[dict] = []
     if not args.run or args.config:
         configs = args.config or [ROOT / "configs/multi30k/bahdanau.yaml"]
@@ -389,7 +399,7 @@ def main() -> int:
             train = []
             for r in range(args.rounds):  # forward, backward, forward, ...: drift weighs alike
                 for c, p, n, m in grid if r % 2 == 0 else grid[::-1]:
-                    row = bench_train(c, args.updates, args.warmup, data, p, n, device, peak,
+                    row = bench_train(c, args.updates, args.warmup, data, p, n, device,
                                       not args.no_flops, args.ops, m or None)
                     train.append({"round": r + 1, **row} if args.rounds > 1 else row)
             print("\nTraining throughput (% columns: where an update's time goes)\n"

@@ -324,7 +324,8 @@ class MultiHeadAttention(nn.Module):
         head_i = softmax(Q W_i^Q (K W_i^K)^T / sqrt(d_k)) V W_i^V
 
     The product runs through ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels
-    on CPU and GPU) unless the weights are needed (plots, hard attention), when the formula above is
+    on CPU and GPU) unless the weights are needed (plots, hard attention) or dropped out with
+    ``fast`` masks (training on a CPU, :mod:`seq2seq.dropout`), when the formula above is
     computed explicitly; a test checks that the two agree. The returned weights are the mean over
     heads. ``key_size`` is the size of the keys/values; the output has ``out_size`` features;
     ``heads`` divides ``model_size`` (the config checks it).

@@ -266,10 +266,12 @@ def collect_job(prog: Progression, job: Job, rd: RunDir, evaluations: list[dict[
 
 def seconds_per_update(cfg: Config, n: int = 3) -> float:
     """Seconds a training update of ``cfg`` takes here: the mean of ``n`` updates after one
-    warm-up, through the trainer's own step, in a scratch run directory."""
+    warm-up, through the trainer's own step (its dropout masks drawn as training draws them),
+    in a scratch run directory."""
+    from seq2seq import dropout
     from seq2seq.training import Trainer
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, dropout.masks(cfg.train.dropout_masks):
         cfg = dataclasses.replace(cfg, run_dir=str(Path(tmp) / "run"))
         tr = Trainer(cfg, overwrite=True, progress=False)
         order = tr.data.batches.epoch(1)

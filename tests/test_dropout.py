@@ -5,14 +5,31 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.dropout import Dropout, dropout, keep_mask, mask_kind, masks
+import seq2seq.dropout
+from seq2seq.dropout import (
+    Dropout,
+    _bernoulli_draws_words,
+    dropout,
+    keep_mask,
+    mask_kind,
+    masks,
+)
 
 
 @pytest.mark.parametrize("shape,transposed", [((7,), False), ((3, 5, 11), False),
                                               ((6, 9, 16), True), ((2, 4, 17, 19), True)])
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_values_gradients_and_random_stream_equal_f_dropout(shape, transposed, p):
-    x = torch.randn(*shape)
+@pytest.mark.parametrize("p", [0.1, 0.15, 0.5, 0.9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("words", [True, False])
+def test_values_gradients_and_random_stream_equal_f_dropout(shape, transposed, p, dtype, words,
+                                                            monkeypatch):
+    """With torch masks, bit for bit; ``words``: drawn as 64-bit words where bernoulli_ draws
+    them (this CPU, if the probe says so), else by bernoulli_ itself (MKL on Intel). p = 0.15:
+    1 / q in float32 is not 1 / float32(q), so the order of rounding shows."""
+    if words and not _bernoulli_draws_words():
+        pytest.skip("bernoulli_ does not draw 64-bit words on this CPU (MKL on Intel)")
+    monkeypatch.setattr(seq2seq.dropout, "_words_are_bernoulli", words)
+    x = torch.randn(*shape).to(dtype)
     if transposed:
         x = x.transpose(0, -1)  # a non-contiguous input
     x.requires_grad_(True)
@@ -100,7 +117,14 @@ def test_mask_kind_is_set_for_a_block_only():
     assert mask_kind() == "torch"
     with masks("fast"):
         assert mask_kind() == "fast"
+        with masks("torch"):
+            assert mask_kind() == "torch"
+        assert mask_kind() == "fast"
     assert mask_kind() == "torch"
+    with pytest.raises(RuntimeError, match="inside"):
+        with masks("fast"):
+            raise RuntimeError("inside")
+    assert mask_kind() == "torch"  # restored after an error too
     with pytest.raises(ValueError, match="not one of torch, fast"):
         with masks("philox"):
             pass
@@ -116,3 +140,12 @@ def test_torch_masks_follow_the_memory_order_of_the_input():
     torch.manual_seed(9)
     assert torch.equal(keep, F.dropout(torch.ones_like(x), 0.5, True) != 0)
     assert keep.stride() == x.stride()
+
+
+def test_the_probe_leaves_the_default_generator_alone():
+    seq2seq.dropout._words_are_bernoulli = None
+    torch.manual_seed(4)
+    expected = torch.rand(3)
+    torch.manual_seed(4)
+    assert isinstance(_bernoulli_draws_words(), bool)
+    assert torch.equal(torch.rand(3), expected)
