@@ -152,6 +152,12 @@ def update(model, opt, batches: TrainBatches, group, cfg, precision: str,
     return parts, loss_value
 
 
+def update_groups(batches: TrainBatches, acc: int, n: int) -> list[list]:
+    """The batches of the first ``n`` updates in training order, ``acc`` an update."""
+    flat = batches.epoch(1)[: n * acc]
+    return [flat[i:i + acc] for i in range(0, len(flat), acc)]
+
+
 def count_flops(model, batches: TrainBatches, order, cfg, precision: str,
                 device: torch.device) -> int:
     """Matrix-multiply and attention FLOPs of forward and backward over the batches ``order``."""
@@ -192,8 +198,7 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
     precision = resolve_precision(precision, device)
     cfg, batches, model, opt = prepare(config, data, precision, batch_tokens, device, masks)
     acc = cfg.train.accumulate  # an update sums the gradients of this many batches
-    flat = batches.epoch(1)[: (warmup + updates) * acc]
-    order = [flat[i:i + acc] for i in range(0, len(flat), acc)]
+    order = update_groups(batches, acc, warmup + updates)
     model.train()
     clock = Clock(device)
     src = tgt = src_pad = tgt_pad = 0
@@ -244,8 +249,7 @@ def bench_masks_paired(config: Path, updates: int, warmup: int, data: str | None
     precision = resolve_precision(precision, device)
     cfg, batches, model, opt = prepare(config, data, precision, None, device)
     acc = cfg.train.accumulate
-    flat = batches.epoch(1)[: (warmup + updates) * acc]
-    order = [flat[i:i + acc] for i in range(0, len(flat), acc)]
+    order = update_groups(batches, acc, warmup + updates)
     model.train()
     clock = Clock(device)
     spent: dict[str, list[float]] = {k: [] for k in kinds}

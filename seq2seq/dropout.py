@@ -26,7 +26,7 @@ some 11% of a Transformer update (with MKL on an Intel CPU torch uses MKL's gene
 * ``fast``: 16 random bits an element (four elements from each 64-bit draw), kept where they
   are below k = round(q 2^16): q is rounded to a multiple of 2^-16 (p = 0.1 becomes 0.100006)
   and v = 2^16 / k, so that E[y] = x still holds. A quarter of the generator's work; the same
-  masks on every CPU; the Transformer's update about 7% faster on a 2-core AMD CPU. Another
+  masks on every CPU; the Transformer's update about 7% faster on a 2-core AVX2 AMD CPU. Another
   stream of masks than ``torch``, so other weights from the same seed.
 
 On a GPU both are ``torch.native_dropout`` (a fused kernel with its own generator, already
@@ -94,6 +94,16 @@ def _bernoulli_draws_words() -> bool:
     return _words_are_bernoulli
 
 
+def _kept_value(dtype: torch.dtype, q: float) -> float:
+    """1 / q rounded to ``dtype`` as ``F.dropout`` computes it (its noise divided by q)."""
+    return torch.ones((), dtype=dtype).div_(q).item()
+
+
+def _noise_of(keep: torch.Tensor, dtype: torch.dtype, value: float) -> torch.Tensor:
+    """The noise m * v of a bool mask, as ``dtype`` (exact: 0 or v)."""
+    return keep.to(dtype).mul_(value)
+
+
 def keep_mask(like: torch.Tensor, p: float, kind: str | None = None
               ) -> tuple[torch.Tensor, float]:
     """A CPU mask shaped as ``like``, True = kept, each element kept with probability q = 1 - p
@@ -104,7 +114,7 @@ def keep_mask(like: torch.Tensor, p: float, kind: str | None = None
     kind = kind or _kind
     n, q = like.numel(), 1.0 - p
     if kind == "torch":
-        value = torch.ones((), dtype=like.dtype).div_(q).item()  # as F.dropout divides by q
+        value = _kept_value(like.dtype, q)
         if not _bernoulli_draws_words():
             return torch.empty_like(like).bernoulli_(q) != 0, value
         flat = _words_below(_random_words(n), q)
@@ -124,9 +134,9 @@ def noise(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
     ``torch.empty_like(x).bernoulli_(1 - p).div_(1 - p)``), and v."""
     if x.device.type != "cpu":
         m = torch.empty_like(x).bernoulli_(1 - p).div_(1 - p)
-        return m, torch.ones((), dtype=x.dtype).div_(1 - p).item()
+        return m, _kept_value(x.dtype, 1 - p)
     keep, value = keep_mask(x, p)
-    return keep.to(x.dtype).mul_(value), value  # exact: 0 or v
+    return _noise_of(keep, x.dtype, value), value
 
 
 def _drop(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -135,7 +145,7 @@ def _drop(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor, float]
         y, keep = torch.native_dropout(x, p, True)
         return y, keep, 1.0 / (1.0 - p)
     keep, value = keep_mask(x, p)
-    return keep.to(x.dtype).mul_(value).mul_(x), keep, value
+    return _noise_of(keep, x.dtype, value).mul_(x), keep, value  # x * noise, as F.dropout
 
 
 class _MaskedDropout(torch.autograd.Function):
@@ -151,7 +161,7 @@ class _MaskedDropout(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (keep,) = ctx.saved_tensors
         # dL/dx = dL/dy * m * v: the noise rebuilt as floats, then one vectorised product
-        return keep.to(grad.dtype).mul_(ctx.value).mul_(grad), None
+        return _noise_of(keep, grad.dtype, ctx.value).mul_(grad), None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -149,3 +149,13 @@ def test_the_probe_leaves_the_default_generator_alone():
     torch.manual_seed(4)
     assert isinstance(_bernoulli_draws_words(), bool)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_mask_kinds_are_the_configs_choices():
+    import typing
+
+    from seq2seq.config import TrainConfig
+    from seq2seq.dropout import MASK_KINDS
+
+    hints = typing.get_type_hints(TrainConfig)
+    assert typing.get_args(hints["dropout_masks"]) == MASK_KINDS
