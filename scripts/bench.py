@@ -6,6 +6,7 @@
     python scripts/bench.py --config configs/multi30k/transformer.yaml --precision fp32,bf16
     python scripts/bench.py --config configs/multi30k/transformer.yaml --masks torch,fast --rounds 3
     python scripts/bench.py --config configs/multi30k/transformer.yaml --masks torch,fast --paired
+    python scripts/bench.py --loss-chunks 2097152,8388608 --paired      # bahdanau config
     python scripts/bench.py --run runs/transformer --beams 1,5 --batch-sizes 1,64
     python scripts/bench.py --run runs/transformer --beams 1,5 --batch-sizes 64 --fixed-length 20
     python scripts/bench.py --run runs/transformer --quantize none,int8 --json bench.json
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import platform
@@ -54,6 +56,7 @@ from seq2seq.batching import Batch, TrainBatches  # noqa: E402
 from seq2seq.config import load_config  # noqa: E402
 from seq2seq.data import load_split, split_name  # noqa: E402
 from seq2seq.inference import Translator, decode_ids, decode_workers  # noqa: E402
+from seq2seq.loss import ChunkBuffer  # noqa: E402
 from seq2seq.models import build_model  # noqa: E402
 from seq2seq.optim import build_optimizer  # noqa: E402
 from seq2seq.runtime import (  # noqa: E402
@@ -127,10 +130,11 @@ class Clock:
 
 
 def update(model, opt, batches: TrainBatches, group, cfg, precision: str,
-           device: torch.device, clock: Clock) -> tuple[list[Batch], float]:
+           device: torch.device, clock: Clock, buffer: ChunkBuffer) -> tuple[list[Batch], float]:
     """One training update as the Trainer takes it: the gradients of ``group``'s batches
-    (``train.accumulate`` of them) summed, divided by their target tokens, one optimizer step;
-    returns the batches and their summed loss."""
+    (``train.accumulate`` of them) summed, divided by their target tokens, one optimizer step,
+    the loss's chunks in ``buffer`` (kept between updates, as the Trainer keeps it); returns
+    the batches and their summed loss."""
     with clock.section("data"):
         parts = [batches.collate(idx).to(device) for idx in group]
     total = max(sum(b.n_tgt_tokens for b in parts), 1)
@@ -140,7 +144,8 @@ def update(model, opt, batches: TrainBatches, group, cfg, precision: str,
         with clock.section("forward"), autocast(precision, device):
             feats = model.features(b.src, b.src_len, b.tgt_in)
         with clock.section("loss"), autocast(precision, device):
-            loss = output_loss(model, feats, b, cfg.train.label_smoothing)
+            loss = output_loss(model, feats, b, cfg.train.label_smoothing,
+                               cfg.train.loss_chunk_logits, buffer)
         with clock.section("backward"):
             (loss / total).backward()
             loss_value += float(loss.detach())
@@ -168,18 +173,21 @@ def count_flops(model, batches: TrainBatches, order, cfg, precision: str,
             with clock.section("data"):
                 b = batches.collate(idx).to(device)
             with autocast(precision, device):
-                loss = batch_loss(model, b, cfg.train.label_smoothing)
+                loss = batch_loss(model, b, cfg.train.label_smoothing,
+                                  cfg.train.loss_chunk_logits)
             loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
 def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | None,
-            device: torch.device, masks: str | None = None):
+            device: torch.device, masks: str | None = None, loss_chunk: int | None = None):
     overrides = [f"data.path={data}"] if data else []
     overrides.append(f"train.precision={precision}")
     if masks:
         overrides.append(f"train.dropout_masks={masks}")
+    if loss_chunk:
+        overrides.append(f"train.loss_chunk_logits={loss_chunk}")
     if batch_tokens:  # one batch of this size an update
         overrides += [f"train.batch_tokens={batch_tokens}", "train.accumulate=1"]
     cfg = load_config(config, overrides)
@@ -194,9 +202,11 @@ def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | 
 
 def bench_train(config: Path, updates: int, warmup: int, data: str | None, precision: str,
                 batch_tokens: int | None, device: torch.device,
-                flops: bool = True, ops: int = 0, masks: str | None = None) -> dict:
+                flops: bool = True, ops: int = 0, masks: str | None = None,
+                loss_chunk: int | None = None) -> dict:
     precision = resolve_precision(precision, device)
-    cfg, batches, model, opt = prepare(config, data, precision, batch_tokens, device, masks)
+    cfg, batches, model, opt = prepare(config, data, precision, batch_tokens, device, masks,
+                                       loss_chunk)
     acc = cfg.train.accumulate  # an update sums the gradients of this many batches
     order = update_groups(batches, acc, warmup + updates)
     model.train()
@@ -204,12 +214,13 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
     src = tgt = src_pad = tgt_pad = 0
     profiler = torch.profiler.profile() if ops else contextlib.nullcontext()
     operands = (torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device))
+    buffer = ChunkBuffer()
     peaks = []  # the fp32 matmul peak after each timed update
     for i, idx in enumerate(order):
         clock.on = i >= warmup
         with (profiler if i == warmup else contextlib.nullcontext(),
               dropout.masks(cfg.train.dropout_masks)):  # as the Trainer draws them
-            parts, _ = update(model, opt, batches, idx, cfg, precision, device, clock)
+            parts, _ = update(model, opt, batches, idx, cfg, precision, device, clock, buffer)
         if clock.on and flops:
             peaks.append(matmul_peak(device, seconds=0.25, operands=operands))
         if clock.on:
@@ -223,7 +234,7 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
     elapsed = sum(clock.spent.values())
     row = {
         "kind": "train", "config": config.stem, "precision": precision,
-        "masks": cfg.train.dropout_masks,
+        "masks": cfg.train.dropout_masks, "loss chunk": cfg.train.loss_chunk_logits,
         "batch tokens": f"{acc} x {cfg.train.batch_tokens}" if acc > 1 else cfg.train.batch_tokens,
         "params": model.num_parameters(),
         "updates": updates, "s/update": elapsed / updates,
@@ -240,35 +251,42 @@ def bench_train(config: Path, updates: int, warmup: int, data: str | None, preci
     return row
 
 
-def bench_masks_paired(config: Path, updates: int, warmup: int, data: str | None,
-                       precision: str, device: torch.device, kinds: list[str]) -> list[dict]:
-    """Each update taken once with every kind of dropout masks in turn (the order alternating),
-    on the same batches and model: the drift of a shared machine, minutes long, weighs on every
-    kind alike. Returns a row per kind: its s/update (the same batches for all) and the median
-    over updates of the first kind's time over this kind's."""
+def bench_paired(config: Path, updates: int, warmup: int, data: str | None, precision: str,
+                 device: torch.device, settings: list[tuple[str | None, int | None]]
+                 ) -> list[dict]:
+    """Each update taken once with every setting (dropout masks, loss chunk; None: the
+    config's) in turn, the order alternating, on the same batches and model: the drift of a
+    shared machine, minutes long, weighs on every setting alike. Returns a row per setting:
+    its s/update (the same batches for all) and the median over updates of the first
+    setting's time over this setting's."""
     precision = resolve_precision(precision, device)
     cfg, batches, model, opt = prepare(config, data, precision, None, device)
-    acc = cfg.train.accumulate
-    order = update_groups(batches, acc, warmup + updates)
+    cfgs = [dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, dropout_masks=m or cfg.train.dropout_masks,
+        loss_chunk_logits=c or cfg.train.loss_chunk_logits)) for m, c in settings]
+    order = update_groups(batches, cfg.train.accumulate, warmup + updates)
     model.train()
     clock = Clock(device)
-    spent: dict[str, list[float]] = {k: [] for k in kinds}
+    spent: list[list[float]] = [[] for _ in cfgs]
+    buffers = [ChunkBuffer() for _ in cfgs]
     tgt = 0
     for i, idx in enumerate(order):
-        for kind in kinds if i % 2 == 0 else kinds[::-1]:
-            with dropout.masks(kind):
+        turns = list(enumerate(cfgs))
+        for k, c in turns if i % 2 == 0 else turns[::-1]:
+            with dropout.masks(c.train.dropout_masks):
                 t0 = time.perf_counter()
-                parts, _ = update(model, opt, batches, idx, cfg, precision, device, clock)
+                parts, _ = update(model, opt, batches, idx, c, precision, device, clock,
+                                  buffers[k])
                 sync(device)
                 if i >= warmup:
-                    spent[kind].append(time.perf_counter() - t0)
+                    spent[k].append(time.perf_counter() - t0)
         if i >= warmup:
             tgt += sum(b.n_tgt_tokens for b in parts)
-    first = spent[kinds[0]]
-    return [{"kind": "train", "config": config.stem, "precision": precision, "masks": k,
+    return [{"kind": "train", "config": config.stem, "precision": precision,
+             "masks": c.train.dropout_masks, "loss chunk": c.train.loss_chunk_logits,
              "updates": updates, "s/update": sum(t) / updates, "tgt tok/s": tgt / sum(t),
-             f"median speed vs {kinds[0]}": statistics.median(a / b for a, b in zip(first, t))}
-            for k, t in spent.items()]
+             "median speed vs the first": statistics.median(a / b for a, b in zip(spent[0], t))}
+            for c, t in zip(cfgs, spent)]
 
 
 def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[int],
@@ -301,7 +319,7 @@ def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[
 def medians(rows: list[dict]) -> list[dict]:
     """One row per training setting: the median of its rounds' s/update and tokens/s, and
     its speed against the first setting of the same config."""
-    keys = ("config", "precision", "masks", "batch tokens")
+    keys = ("config", "precision", "masks", "loss chunk", "batch tokens")
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
@@ -346,12 +364,16 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--masks", default="",
                     help="comma-separated train.dropout_masks to time: torch, fast "
                     "(default: the config's)")
+    ap.add_argument("--loss-chunks", default="",
+                    help="comma-separated train.loss_chunk_logits to time, e.g. 2097152,8388608 "
+                    "(default: the config's)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="time every training setting this many times, alternating their "
                     "order, and also print each setting's median")
     ap.add_argument("--paired", action="store_true",
-                    help="with several --masks: take every update with each in turn, on one "
-                    "model and the same batches, and print the per-update speed ratio")
+                    help="with several --masks or --loss-chunks: take every update with each "
+                    "setting in turn, on one model and the same batches, and print the "
+                    "per-update speed ratio")
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
     ap.add_argument("--ops", type=int, default=0,
                     help="also print the N operators that took the most time in one update")
@@ -389,22 +411,25 @@ def main() -> int:
         if data is None and not (ROOT / "data/multi30k").exists():
             data = str(ROOT.parent / "shared/data/multi30k")
         sizes = [int(x) for x in args.batch_tokens.split(",") if x] or [None]
+        masks = [m for m in args.masks.split(",") if m] or [None]
+        chunks = [int(x) for x in args.loss_chunks.split(",") if x] or [None]
         if args.paired:
-            kinds = [m for m in args.masks.split(",") if m]
-            if len(kinds) < 2:
-                raise SystemExit("bench: --paired needs two or more --masks, e.g. torch,fast")
+            settings = list(itertools.product(masks, chunks))
+            if len(settings) < 2:
+                raise SystemExit("bench: --paired needs two or more --masks or --loss-chunks, "
+                                 "e.g. --masks torch,fast")
             train = [r for c in configs for p in args.precision.split(",")
-                     for r in bench_masks_paired(c, args.updates, args.warmup, data, p,
-                                                 device, kinds)]
-            print("\nDropout masks, each update taken with every kind in turn\n" + table(train))
+                     for r in bench_paired(c, args.updates, args.warmup, data, p, device,
+                                           settings)]
+            print("\nEach update taken with every setting in turn\n" + table(train))
         else:
-            grid = [(c, p, n, m) for c in configs for p in args.precision.split(",")
-                    for n in sizes for m in args.masks.split(",")]
+            grid = list(itertools.product(configs, args.precision.split(","), sizes, masks,
+                                          chunks))
             train = []
             for r in range(args.rounds):  # forward, backward, forward, ...: drift weighs alike
-                for c, p, n, m in grid if r % 2 == 0 else grid[::-1]:
+                for c, p, n, m, k in grid if r % 2 == 0 else grid[::-1]:
                     row = bench_train(c, args.updates, args.warmup, data, p, n, device,
-                                      not args.no_flops, args.ops, m or None)
+                                      not args.no_flops, args.ops, m, k)
                     train.append({"round": r + 1, **row} if args.rounds > 1 else row)
             print("\nTraining throughput (% columns: where an update's time goes)\n"
                   + table(train))

@@ -196,12 +196,14 @@ def job_config(prog: Progression, job: Job, quick: bool, extra: list[str] | None
     time on all threads (as every result of the sweep was decoded before ``decode.workers``
     existed: another share of threads can move a score in its last bits) and drawing dropout
     masks as torch does (as every result of the sweep was trained: the model configs' ``fast``
-    masks are another random stream, so other weights), with the step's
+    masks are another random stream, so other weights) and the loss in chunks of 2**21 logits
+    (the configs' larger chunks add the same gradients in another order), with the step's
     ``set:`` lines, the budget, seed and direction (and, quick, the tiny settings), then
     ``extra`` (``--set``, which may ask for another precision)."""
     src, tgt = job.langs
     overrides = [
         "train.precision=fp32", "decode.workers=1", "train.dropout_masks=torch",
+        "train.loss_chunk_logits=2097152",
         *job.step.overrides,
         f"train.max_updates={QUICK_UPDATES if quick else job.step.updates}",
         "train.max_minutes=null", f"train.seed={job.seed}",

@@ -37,7 +37,7 @@ from seq2seq.data import load_split, side_lines, split_files
 from seq2seq.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 from seq2seq.inference import clip_inputs, decode_ids, input_limit, print_warning
 from seq2seq.interrupts import StopSignals
-from seq2seq.loss import linear_cross_entropy_sum
+from seq2seq.loss import CHUNK_LOGITS, ChunkBuffer, linear_cross_entropy_sum
 from seq2seq.metrics import corpus_scores
 from seq2seq.models import Seq2SeqModel, build_model
 from seq2seq.optim import LRSchedule, build_optimizer
@@ -57,30 +57,37 @@ from seq2seq.token_cache import EncodedSplit, encoded_split, fingerprint
 from seq2seq.vocab import Vocab, train_or_load_stream
 
 
-def batch_loss(model: Seq2SeqModel, b: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
+def batch_loss(model: Seq2SeqModel, b: Batch, label_smoothing: float = 0.0,
+               chunk_logits: int = CHUNK_LOGITS, buffer: ChunkBuffer | None = None
+               ) -> torch.Tensor:
     """Summed token cross-entropy of a batch."""
-    return output_loss(model, model.features(b.src, b.src_len, b.tgt_in), b, label_smoothing)
+    return output_loss(model, model.features(b.src, b.src_len, b.tgt_in), b, label_smoothing,
+                       chunk_logits, buffer)
 
 
 def output_loss(model: Seq2SeqModel, feats: torch.Tensor, b: Batch,
-                label_smoothing: float = 0.0) -> torch.Tensor:
+                label_smoothing: float = 0.0, chunk_logits: int = CHUNK_LOGITS,
+                buffer: ChunkBuffer | None = None) -> torch.Tensor:
     """Summed cross-entropy of the output layer on the decoder's features (B, T, H); the layer
-    runs on the non-pad positions only, fused with the loss (seq2seq.loss)."""
+    runs on the non-pad positions only, fused with the loss (seq2seq.loss), ``chunk_logits``
+    logits at a time (``train.loss_chunk_logits``) in ``buffer``."""
     keep = b.tgt_out != PAD  # (B, T)
     return linear_cross_entropy_sum(feats[keep], model.generator, b.tgt_out[keep],
-                                    label_smoothing)
+                                    label_smoothing, chunk_logits, buffer)
 
 
 class LossModule(torch.nn.Module):
     """``batch_loss`` as a module's forward, so that DistributedDataParallel (which
-    synchronises gradients through ``forward``) can wrap it."""
+    synchronises gradients through ``forward``) can wrap it; ``chunk_logits`` is
+    ``train.loss_chunk_logits``, and the chunks' buffer is kept from batch to batch."""
 
-    def __init__(self, model: Seq2SeqModel):
+    def __init__(self, model: Seq2SeqModel, chunk_logits: int = CHUNK_LOGITS):
         super().__init__()
-        self.model = model
+        self.model, self.chunk_logits = model, chunk_logits
+        self.buffer = ChunkBuffer()
 
     def forward(self, b: Batch, label_smoothing: float) -> torch.Tensor:
-        return batch_loss(self.model, b, label_smoothing)
+        return batch_loss(self.model, b, label_smoothing, self.chunk_logits, self.buffer)
 
 
 @torch.no_grad()
@@ -274,7 +281,7 @@ class Trainer:
         d = self.data
         self.model = build_model(self.cfg.model, len(d.src_vocab), len(d.tgt_vocab))
         self.model.to(self.device)
-        self.loss = LossModule(self.model)
+        self.loss = LossModule(self.model, self.t.loss_chunk_logits)
         if self.world.distributed:
             self.loss = torch.nn.parallel.DistributedDataParallel(
                 self.loss, device_ids=[self.device.index] if self.device.type == "cuda" else None)

@@ -13,14 +13,13 @@ def reference(h, layer, y, eps):
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("chunk_elements", [1 << 23, 3 * 57])  # one chunk; chunks of 3 rows
-def test_fused_output_layer_and_loss_match_the_reference(eps, bias, chunk_elements, monkeypatch):
-    monkeypatch.setattr(loss_mod, "CHUNK_ELEMENTS", chunk_elements)
+@pytest.mark.parametrize("chunk", [1 << 23, 3 * 57])  # one chunk; chunks of 3 rows
+def test_fused_output_layer_and_loss_match_the_reference(eps, bias, chunk):
     torch.manual_seed(0)
     layer = nn.Linear(16, 57, bias=bias)
     h = torch.randn(40, 16, requires_grad=True)
     y = torch.randint(0, 57, (40,))
-    ours = linear_cross_entropy_sum(h, layer, y, eps)
+    ours = linear_cross_entropy_sum(h, layer, y, eps, chunk)
     ref = reference(h, layer, y, eps)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
     params = [h, *layer.parameters()]
@@ -29,7 +28,7 @@ def test_fused_output_layer_and_loss_match_the_reference(eps, bias, chunk_elemen
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # validation: the loss alone, also in chunks
-        torch.testing.assert_close(linear_cross_entropy_sum(h, layer, y, eps), ref,
+        torch.testing.assert_close(linear_cross_entropy_sum(h, layer, y, eps, chunk), ref,
                                    rtol=1e-5, atol=1e-4)
 
 
@@ -46,8 +45,7 @@ def test_tied_weight_gets_both_gradients():
     torch.testing.assert_close(ours, emb.weight.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_gradcheck(monkeypatch):
-    monkeypatch.setattr(loss_mod, "CHUNK_ELEMENTS", 14)  # chunks of 2 rows
+def test_gradcheck():
     torch.manual_seed(0)
     h = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     w = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
@@ -55,10 +53,45 @@ def test_gradcheck(monkeypatch):
     y = torch.randint(0, 7, (5,))
 
     def f(h, w, b):
-        return loss_mod._LinearCrossEntropy.apply(h, w, b, y, 0.1).double()
+        return loss_mod._LinearCrossEntropy.apply(h, w, b, y, 0.1, 14).double()  # 2-row chunks
 
     # the loss is accumulated in float32, so compare at float32's precision
     assert torch.autograd.gradcheck(f, (h, w, b), eps=1e-3, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("chunk", [1 << 21, 300 * 1000, 300 * 7])  # 1, 3, 358 chunks
+def test_chunks_of_any_size_add_the_same_gradients(chunk):
+    """The chunk size (train.loss_chunk_logits) changes only the order of the sums; and the
+    default is the chunk every kept reproduction result was trained with."""
+    assert loss_mod.CHUNK_LOGITS == 1 << 21
+    torch.manual_seed(0)
+    layer = nn.Linear(32, 300)
+    h = torch.randn(2500, 32, requires_grad=True)
+    y = torch.randint(0, 300, (2500,))
+    ours = linear_cross_entropy_sum(h, layer, y, 0.1, chunk)
+    ref = reference(h, layer, y, 0.1)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-3)
+    for a, b in zip(torch.autograd.grad(ours, [h, *layer.parameters()]),
+                    torch.autograd.grad(ref, [h, *layer.parameters()])):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1 << 23, 3 * 57])
+def test_bf16_autocast_matches_the_reference_at_its_precision(chunk):
+    """Under autocast the products run in bf16 and are copied into the float32 chunk buffer."""
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 57)
+    h = torch.randn(40, 16, requires_grad=True)
+    y = torch.randint(0, 57, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = linear_cross_entropy_sum(h.bfloat16(), layer, y, 0.1, chunk)
+    ref = reference(h, layer, y, 0.1)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, ref, rtol=2e-2, atol=0.0)
+    for a, b in zip(torch.autograd.grad(ours, [h, *layer.parameters()]),
+                    torch.autograd.grad(ref, [h, *layer.parameters()])):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=2e-2)
 
 
 def test_label_smoothing_changes_the_loss():
@@ -67,3 +100,21 @@ def test_label_smoothing_changes_the_loss():
         layer.weight.copy_(torch.eye(3))
     h, y = torch.tensor([[4.0, 0.0, 0.0]]), torch.tensor([0])
     assert linear_cross_entropy_sum(h, layer, y, 0.1) > linear_cross_entropy_sum(h, layer, y, 0.0)
+
+
+def test_a_kept_buffer_serves_every_call_and_changes_no_number():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 57)
+    y = torch.randint(0, 57, (40,))
+    buffer = loss_mod.ChunkBuffer()
+    h = torch.randn(40, 16, requires_grad=True)
+    fresh = torch.autograd.grad(linear_cross_entropy_sum(h, layer, y, 0.1, 10 * 57), [h])[0]
+    kept = torch.autograd.grad(linear_cross_entropy_sum(h, layer, y, 0.1, 10 * 57, buffer), [h])[0]
+    assert torch.equal(fresh, kept)
+    first = buffer.tensor
+    assert first is not None and first.numel() == 10 * 57  # chunks of 10 rows
+    h2 = torch.randn(7, 16, requires_grad=True)  # fewer rows: a view of the same memory
+    linear_cross_entropy_sum(h2, layer, y[:7], 0.1, 10 * 57, buffer).backward()
+    assert buffer.tensor is first
+    linear_cross_entropy_sum(h, layer, y, 0.1, 20 * 57, buffer).backward()  # grows
+    assert buffer.tensor.numel() == 20 * 57

@@ -17,6 +17,7 @@ import pytest
 from conftest import cli, one_line_error
 
 from seq2seq import checkpoint as ckpt
+from seq2seq.config import TrainConfig
 from seq2seq.errors import ConfigError, Interrupted, Seq2SeqError
 from seq2seq.progression import Job, job_config, load_progression
 from seq2seq.progression_report import (
@@ -278,6 +279,10 @@ def test_where_a_job_runs_and_an_auto_precision_that_was_fp32_make_no_difference
     cfg = job_config(prog, job, True, extra)
     assert cfg.train.precision == "fp32"  # whatever the machine: a sweep spans machines
     assert cfg.decode.workers == 1  # one batch at a time, as the kept results were decoded
+    # dropout masks and loss chunks as every kept result was trained, whatever the model configs
+    # choose for speed (a kept config without the keys reads as these defaults)
+    assert cfg.train.dropout_masks == "torch"
+    assert cfg.train.loss_chunk_logits == TrainConfig().loss_chunk_logits == 1 << 21
     assert stale_result(prog, job, cfg) == []
     for place in ("train.log_every=3", "data.token_cache=false", "train.num_threads=1",
                   "train.keep_last=2", "train.release_memory=true", "decode.workers=2"):

@@ -45,6 +45,31 @@ def test_dropout_masks_setting_draws_another_reproducible_stream(toy_data, tmp_p
     assert mask_kind() == "torch"  # the setting held for the training only
 
 
+def test_loss_chunk_setting_reaches_the_loss(toy_data, tmp_path, monkeypatch):
+    """train.loss_chunk_logits is the chunk the Trainer's loss runs with; another chunk adds
+    the same gradients in another order, so the losses agree to float32's precision."""
+    import seq2seq.loss as loss_mod
+
+    seen = []
+    forward = loss_mod._LinearCrossEntropy.forward
+
+    def spy(ctx, h, weight, bias, target, eps, chunk_logits, buffer):
+        seen.append((chunk_logits, buffer))
+        return forward(ctx, h, weight, bias, target, eps, chunk_logits, buffer)
+
+    monkeypatch.setattr(loss_mod._LinearCrossEntropy, "forward", staticmethod(spy))
+    small, _ = losses(train(tiny_config(toy_data, tmp_path / "s", "train.max_updates=3",
+                                        "train.loss_chunk_logits=600"), progress=False))
+    assert {c for c, _ in seen} == {600} and len({id(b) for _, b in seen}) == 1  # one buffer
+    seen.clear()
+    default, _ = losses(train(tiny_config(toy_data, tmp_path / "d", "train.max_updates=3"),
+                              progress=False))
+    assert {c for c, _ in seen} == {1 << 21}
+    assert small == pytest.approx(default, rel=1e-4)
+    with pytest.raises(ConfigError, match="loss_chunk_logits: must be positive"):
+        tiny_config(toy_data, tmp_path / "x", "train.loss_chunk_logits=0")
+
+
 def test_existing_run_is_never_overwritten_silently(toy_data, tmp_path):
     cfg = tiny_config(toy_data, tmp_path / "run", "train.max_updates=1")
     train(cfg, progress=False)
