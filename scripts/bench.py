@@ -186,7 +186,7 @@ def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | 
     overrides.append(f"train.precision={precision}")
     if masks:
         overrides.append(f"train.dropout_masks={masks}")
-    if loss_chunk:
+    if loss_chunk is not None:
         overrides.append(f"train.loss_chunk_logits={loss_chunk}")
     if batch_tokens:  # one batch of this size an update
         overrides += [f"train.batch_tokens={batch_tokens}", "train.accumulate=1"]
@@ -262,8 +262,10 @@ def bench_paired(config: Path, updates: int, warmup: int, data: str | None, prec
     precision = resolve_precision(precision, device)
     cfg, batches, model, opt = prepare(config, data, precision, None, device)
     cfgs = [dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, dropout_masks=m or cfg.train.dropout_masks,
-        loss_chunk_logits=c or cfg.train.loss_chunk_logits)) for m, c in settings]
+        cfg.train, dropout_masks=cfg.train.dropout_masks if m is None else m,
+        loss_chunk_logits=cfg.train.loss_chunk_logits if c is None else c)) for m, c in settings]
+    for c in cfgs:
+        c.train.validate()  # as load_config validates the settings of the unpaired path
     order = update_groups(batches, cfg.train.accumulate, warmup + updates)
     model.train()
     clock = Clock(device)

@@ -74,7 +74,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     written into it, then replaced by their log-softmax, the softmax and g. In float32 the
     products write into it and into the features' gradient directly (``out=``). A chunk of
     about a thousand rows keeps the products near the matrix-multiply peak (2-core AVX2 CPU:
-    77 GFLOP/s for the logits of 262 rows, 99 for 1,024; docs/performance.md). The default
+    82 GFLOP/s for the logits of 262 rows, 107 for 1,024; docs/performance.md). The default
     chunk, 2^21 logits, gives every number of the code before the buffer, bit for bit."""
 
     @staticmethod
@@ -132,7 +132,8 @@ def linear_cross_entropy_sum(features: torch.Tensor, layer: nn.Linear, target: t
     new one if None). Without gradients to compute (validation), only the loss is computed,
     also in chunks."""
     eps = float(label_smoothing)
-    if torch.is_grad_enabled() and (features.requires_grad or layer.weight.requires_grad):
+    params = (features, layer.weight, layer.bias)
+    if torch.is_grad_enabled() and any(p is not None and p.requires_grad for p in params):
         return _LinearCrossEntropy.apply(features, layer.weight, layer.bias, target, eps,
                                          chunk_logits, buffer)
     loss = torch.zeros((), dtype=torch.float32, device=features.device)

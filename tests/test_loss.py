@@ -118,3 +118,15 @@ def test_a_kept_buffer_serves_every_call_and_changes_no_number():
     assert buffer.tensor is first
     linear_cross_entropy_sum(h, layer, y, 0.1, 20 * 57, buffer).backward()  # grows
     assert buffer.tensor.numel() == 20 * 57
+
+
+def test_a_bias_that_alone_needs_a_gradient_gets_it():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 57)
+    layer.weight.requires_grad_(False)
+    h, y = torch.randn(40, 16), torch.randint(0, 57, (40,))
+    linear_cross_entropy_sum(h, layer, y, 0.1, 3 * 57).backward()
+    ours = layer.bias.grad.clone()
+    layer.bias.grad = None
+    reference(h, layer, y, 0.1).backward()
+    torch.testing.assert_close(ours, layer.bias.grad, rtol=1e-5, atol=1e-6)
