@@ -10,6 +10,7 @@
     python scripts/bench.py --run runs/transformer --beams 1,5 --batch-sizes 1,64
     python scripts/bench.py --run runs/transformer --beams 1,5 --batch-sizes 64 --fixed-length 20
     python scripts/bench.py --run runs/transformer --quantize none,int8 --json bench.json
+    python scripts/bench.py --run runs/transformer --pack on,off --rounds 3 --fixed-length 20
 
 Training: real Multi30k batches in training order, the update exactly as ``seq2seq train`` takes
 it (autocast forward, fused loss, backward, gradient clipping, optimizer step), timed over
@@ -26,7 +27,10 @@ and cross-entropy), backward, optimizer (clipping and the step).
 
 Decoding: sentences and output tokens per second on the test split, for several beam and batch
 sizes. ``--fixed-length N`` makes every output exactly N decoder steps (N-1 tokens and eos), so
-that tools compare on the same work whatever their models have learnt.
+that tools compare on the same work whatever their models have learnt. ``--pack on,off`` times
+fp32 linear layers with oneDNN-packed weights (what ``translate`` and ``eval`` use on a CPU,
+:mod:`seq2seq.packing`) against plain ``F.linear``; with ``--rounds N`` the settings take turns N
+times, so that a drifting machine's speed is shared by all of them.
 """
 
 from __future__ import annotations
@@ -293,8 +297,8 @@ def bench_paired(config: Path, updates: int, warmup: int, data: str | None, prec
 
 def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[int],
                  fixed_length: int | None, quantize: str, device: str,
-                 workers: list[int] = (0,)) -> list[dict]:
-    tr = Translator.from_run(run, device=device, quantize=quantize)
+                 workers: list[int] = (0,), pack: bool = True) -> list[dict]:
+    tr = Translator.from_run(run, device=device, quantize=quantize, pack=pack)
     ds = load_split(tr.config.data, split_name(tr.config.data, "test"))
     src_ids = tr.src_vocab.encode(ds["src"][:sentences])
     length = {} if fixed_length is None else {
@@ -311,28 +315,35 @@ def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[
         dt = time.perf_counter() - t0
         out_tokens = sum(len(h) + 1 for h in hyps)  # eos included: one decoder step each
         batches = -(-len(src_ids) // bs)
-        rows.append({"kind": "decode", "run": run.name, "quantize": quantize, "beam": beam,
+        rows.append({"kind": "decode", "run": run.name, "quantize": quantize,
+                     "packed": "yes" if tr.packed else "no", "beam": beam,
                      "batch": bs, "workers": decode_workers(w, tr.device, batches),
                      "sentences": len(src_ids), "out tok/s": out_tokens / dt,
                      "sent/s": len(src_ids) / dt, "s": dt})
     return rows
 
 
-def medians(rows: list[dict]) -> list[dict]:
-    """One row per training setting: the median of its rounds' s/update and tokens/s, and
-    its speed against the first setting of the same config."""
-    keys = ("config", "precision", "masks", "loss chunk", "batch tokens")
+def medians(rows: list[dict], decoding: bool = False) -> list[dict]:
+    """One row per training (decoding) setting: the median of its rounds' s/update and
+    tokens/s (seconds and output tokens/s), and its speed against the first setting of the same
+    config (run, beam and batch size)."""
+    if decoding:
+        keys, same = ("run", "quantize", "packed", "beam", "batch", "workers"), (
+            "run", "beam", "batch", "workers")
+        values, time_key = ("s", "out tok/s", "sent/s"), "s"
+    else:
+        keys, same = ("config", "precision", "masks", "loss chunk", "batch tokens"), ("config",)
+        values, time_key = ("s/update", "tgt tok/s", "src tok/s"), "s/update"
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     out = []
     for key, group in groups.items():
-        med = {k: statistics.median(r[k] for r in group)
-               for k in ("s/update", "tgt tok/s", "src tok/s")}
+        med = {k: statistics.median(r[k] for r in group) for k in values}
         out.append({**dict(zip(keys, key)), "rounds": len(group), **med})
     for row in out:
-        first = next(r for r in out if r["config"] == row["config"])
-        row["speed vs first"] = first["s/update"] / row["s/update"]
+        first = next(r for r in out if all(r[k] == row[k] for k in same))
+        row["speed vs first"] = first[time_key] / row[time_key]
     return out
 
 
@@ -389,6 +400,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--fixed-length", type=int,
                     help="force every output to this many decoder steps (eos included)")
     ap.add_argument("--quantize", default="none", help="comma-separated: none, int8")
+    ap.add_argument("--pack", default="on", help="comma-separated on, off: fp32 linear layers "
+                    "with oneDNN-packed weights on a CPU (seq2seq.packing), or F.linear")
     ap.add_argument("--workers", default="0", help="comma-separated decode.workers: batches "
                     "decoded at once on the CPU, sharing the threads (0: two; 1: one batch "
                     "on all cores)")
@@ -441,11 +454,18 @@ def main() -> int:
     if args.run:
         sizes = [int(x) for x in args.batch_sizes.split(",")]
         beams = [int(x) for x in args.beams.split(",")]
-        dec = [r for run in args.run for q in args.quantize.split(",")
+        if not set(args.pack.split(",")) <= {"on", "off"}:
+            raise SystemExit(f"bench.py: --pack takes on, off or on,off, not {args.pack!r}")
+        packs = [x == "on" for x in args.pack.split(",")]
+        dec = [r for _ in range(args.rounds) for run in args.run
+               for q in args.quantize.split(",") for pack in packs
                for r in bench_decode(run, args.sentences, sizes, beams, args.fixed_length, q,
-                                     args.device, [int(x) for x in args.workers.split(",")])]
+                                     args.device, [int(x) for x in args.workers.split(",")],
+                                     pack)]
         what = f"exactly {args.fixed_length} steps" if args.fixed_length else "natural lengths"
         print(f"\nDecoding (beam 1 = greedy), test split, {what}\n" + table(dec))
+        if args.rounds > 1:
+            print(f"\nMedians over {args.rounds} rounds\n" + table(medians(dec, decoding=True)))
         rows += dec
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory: {peak_rss:,.0f} MiB")

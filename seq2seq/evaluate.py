@@ -60,7 +60,7 @@ def evaluate_translator(
     scores = corpus_scores(hyps, refs, lowercase=lowercase, tokenize=tokenize)
     report = {
         "run": str(tr.run), "checkpoint": str(tr.checkpoint), "data": data,
-        "sentences": len(src), "quantize": tr.quantize,
+        "sentences": len(src), "quantize": tr.quantize, "packed": tr.packed,
         "search": {"method": "greedy" if decode.beam_size == 1 else "beam",
                    **dataclasses.asdict(decode)},
         "scoring": {"lowercase": lowercase, "tokenize": tokenize},

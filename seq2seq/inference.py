@@ -29,6 +29,7 @@ from seq2seq.batching import inference_batches, make_batch
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.errors import CheckpointError, one_line
 from seq2seq.models import Seq2SeqModel, build_model
+from seq2seq.packing import pack_linears
 from seq2seq.quantize import check_quantize, quantize_model
 from seq2seq.run import RunDir
 from seq2seq.runtime import pick_device, tune_backends
@@ -212,22 +213,27 @@ class Translator:
     run: RunDir | None = None  # where the weights came from (None for a model built in memory)
     checkpoint_name: str = "best"  # as asked for: best, last or a path (names eval reports)
     quantize: str = "none"  # how the linear layers compute (seq2seq.quantize)
+    packed: bool = False  # fp32 linear layers with oneDNN-packed weights (seq2seq.packing)
 
     @classmethod
     def from_run(cls, run: str | Path, checkpoint: str = "best", device: str = "auto",
-                 decode: DecodeConfig | None = None, quantize: str = "none") -> Translator:
+                 decode: DecodeConfig | None = None, quantize: str = "none",
+                 pack: bool = True) -> Translator:
         """Load ``checkpoint`` (best, last or a path) of a run; ``decode`` (validated) replaces
         the run's search options; ``quantize`` (:data:`seq2seq.quantize.QUANTIZATIONS`) picks
-        the CPU arithmetic of the linear layers."""
+        the CPU arithmetic of the linear layers; ``pack``: on a CPU, fp32 linear layers get
+        their weights packed once for oneDNN (:mod:`seq2seq.packing`; faster, same results to
+        float rounding)."""
         run_dir = RunDir(run).require()
         dev = pick_device(device)
         tune_backends(dev)
         check_quantize(quantize, dev)
         path, cfg, model, src_vocab, tgt_vocab = load_run_model(run_dir, checkpoint)
         model = quantize_model(model.to(dev).eval(), quantize)
+        packed = pack and dev.type == "cpu" and quantize == "none" and pack_linears(model)
         decode = (decode if decode is not None else cfg.decode).override()
         return cls(model, cfg, src_vocab, tgt_vocab, dev, path, decode, run_dir, checkpoint,
-                   quantize)
+                   quantize, packed)
 
     def translate(self, lines: Sequence[str], decode: DecodeConfig | None = None) -> list[str]:
         """Translate detokenized sentences; an empty line gives an empty translation."""

@@ -130,10 +130,12 @@ def train_job(prog: Progression, job: Job, quick: bool, extra: list[str], progre
 
 def _translator(rd: RunDir, device: str, data: DataConfig | None):
     """The run's best checkpoint, reading its data where ``data`` (the job's config on this
-    machine) says rather than where the machine that saved it had it."""
+    machine) says rather than where the machine that saved it had it. Its linear layers compute
+    with ``F.linear``, not oneDNN-packed weights (:mod:`seq2seq.packing`): the arithmetic every
+    kept result was evaluated with, so that ``--verify`` compares to the last digit."""
     from seq2seq.inference import Translator
 
-    tr = Translator.from_run(rd.path, device=device)
+    tr = Translator.from_run(rd.path, device=device, pack=False)
     if data is not None:
         tr.config.data = data
     return tr

@@ -4,12 +4,17 @@ tiny synthetic German-English corpus for training-loop tests."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 
 from seq2seq.batching import make_batch
+from seq2seq.config import load_config
+from seq2seq.models import build_model
+from seq2seq.run import RunDir
 from seq2seq.search import Greedy
 from seq2seq.training import batch_loss
+from seq2seq.vocab import train_or_load
 
 N_SYMBOLS = 20
 VOCAB = 4 + N_SYMBOLS
@@ -87,3 +92,34 @@ def toy_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
         noun, verb = rng.choice(nouns), rng.choice(verbs)
         out.append((f"Ein {noun} {verb}.", f"A {LEXICON[noun]} {LEXICON[verb]}."))
     return out
+
+
+def make_run(path: Path, *overrides: str, updates: int = 30, limit: int = 24) -> Path:
+    """A run directory (config, vocabulary, best.pt) written directly, its model trained for a
+    few ``updates`` on 200 :func:`toy_pairs`, enough for outputs of different lengths, some
+    ending with eos and some at the length limit (``limit`` output tokens, eos included). The
+    initial parameters carry noise, so biases and layer norms differ from (0, 1) and every
+    weight the mapping moves changes the output."""
+    pairs = toy_pairs(200)
+    cfg = load_config(None, [f"run_dir={path}", "vocab.size=60", "model.dropout=0.0",
+                             "decode.max_len_a=0", f"decode.max_len_b={limit}", *overrides])
+    src, tgt = train_or_load(cfg.vocab, [p[0] for p in pairs], [p[1] for p in pairs])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, len(src), len(tgt))
+    with torch.no_grad():
+        for p in model.parameters():  # shared and tied parameters once
+            p.add_(torch.randn_like(p) * 0.1)
+    src_ids, tgt_ids = src.encode([p[0] for p in pairs]), tgt.encode([p[1] for p in pairs])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(updates):
+        i = slice(step * 50 % len(pairs), step * 50 % len(pairs) + 50)
+        batch = make_batch(src_ids[i], tgt_ids[i])
+        loss = batch_loss(model, batch) / batch.n_tgt_tokens
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    run = RunDir(path)
+    run.write_config(cfg)
+    run.install_vocabularies(src, tgt)
+    run.save_last({"model": model.state_dict(), "config": cfg.to_dict()}, best=True)
+    return path

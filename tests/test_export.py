@@ -10,17 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic import toy_pairs
+from synthetic import make_run, toy_pairs
 
 from seq2seq.batching import make_batch
-from seq2seq.config import load_config
 from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 from seq2seq.export import export_ctranslate2, usage_hint
 from seq2seq.inference import Translator, search_ids
-from seq2seq.models import build_model
-from seq2seq.run import RunDir
-from seq2seq.training import batch_loss
-from seq2seq.vocab import train_or_load
 
 ct2 = pytest.importorskip("ctranslate2")
 
@@ -38,7 +33,7 @@ VARIANTS = {
     "post-untied": ["model.tie_output=false"],
     "pre-tied": ["model.norm=pre", "vocab.joint=false", "model.share_embeddings=false"],
 }
-PAIRS = toy_pairs(200)
+PAIRS = toy_pairs(200)  # what make_run trains on
 SOURCES = ["Ein Hund läuft.", "Eine Katze schläft im Schnee.", "Ein Kind", "Mann liest Frau.",
            "Hund Hund Hund Katze Katze spielt."]
 LIMIT = 24  # output tokens, eos included (decode.max_len_a 0, max_len_b 24)
@@ -54,35 +49,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def make_run(path: Path, *overrides: str, updates: int = 30) -> Path:
-    """A run directory (config, vocabulary, best.pt) written directly, its model trained for a
-    few ``updates`` on the toy pairs, enough for outputs of different lengths, some ending with
-    eos and some at the length limit. The initial parameters carry noise, so biases and layer
-    norms differ from (0, 1) and every weight the mapping moves changes the output."""
-    cfg = load_config(None, [f"run_dir={path}", "vocab.size=60", "model.dropout=0.0",
-                             "decode.max_len_a=0", f"decode.max_len_b={LIMIT}", *overrides])
-    src, tgt = train_or_load(cfg.vocab, [p[0] for p in PAIRS], [p[1] for p in PAIRS])
-    torch.manual_seed(0)
-    model = build_model(cfg.model, len(src), len(tgt))
-    with torch.no_grad():
-        for p in model.parameters():  # shared and tied parameters once
-            p.add_(torch.randn_like(p) * 0.1)
-    src_ids, tgt_ids = src.encode([p[0] for p in PAIRS]), tgt.encode([p[1] for p in PAIRS])
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(updates):
-        i = slice(step * 50 % len(PAIRS), step * 50 % len(PAIRS) + 50)
-        batch = make_batch(src_ids[i], tgt_ids[i])
-        loss = batch_loss(model, batch) / batch.n_tgt_tokens
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    run = RunDir(path)
-    run.write_config(cfg)
-    run.install_vocabularies(src, tgt)
-    run.save_last({"model": model.state_dict(), "config": cfg.to_dict()}, best=True)
-    return path
-
-
 @pytest.fixture(scope="module")
 def run_of(tmp_path_factory):
     """The run of a variant of :data:`VARIANTS`, made once per module when first asked for."""
@@ -91,7 +57,7 @@ def run_of(tmp_path_factory):
     def get(variant: str) -> Path:
         if variant not in runs:
             path = tmp_path_factory.mktemp("runs") / variant
-            runs[variant] = make_run(path, *TRANSFORMER, *VARIANTS[variant])
+            runs[variant] = make_run(path, *TRANSFORMER, *VARIANTS[variant], limit=LIMIT)
         return runs[variant]
 
     return get
