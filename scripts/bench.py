@@ -28,9 +28,10 @@ and cross-entropy), backward, optimizer (clipping and the step).
 Decoding: sentences and output tokens per second on the test split, for several beam and batch
 sizes. ``--fixed-length N`` makes every output exactly N decoder steps (N-1 tokens and eos), so
 that tools compare on the same work whatever their models have learnt. ``--pack on,off`` times
-fp32 linear layers with oneDNN-packed weights (what ``translate`` and ``eval`` use on a CPU,
-:mod:`seq2seq.packing`) against plain ``F.linear``; with ``--rounds N`` the settings take turns N
-times, so that a drifting machine's speed is shared by all of them.
+the output layer with its weights packed for oneDNN (what ``translate`` and ``eval`` do on a
+CPU, :mod:`seq2seq.packing`) against plain ``F.linear``; with ``--rounds N`` the settings take
+turns N times in alternating order, so that a drifting machine's speed is shared by all of
+them, and the medians table adds the median of the round-by-round ratios ("paired").
 """
 
 from __future__ import annotations
@@ -327,7 +328,7 @@ def medians(rows: list[dict], decoding: bool = False) -> list[dict]:
     """One row per training (decoding) setting: the median of its rounds' s/update and
     tokens/s (seconds and output tokens/s), and its speed against the first setting of the same
     config (run, beam and batch size)."""
-    if decoding:
+    if decoding:  # and the median of the round-by-round ratios (rows carry their round)
         keys, same = ("run", "quantize", "packed", "beam", "batch", "workers"), (
             "run", "beam", "batch", "workers")
         values, time_key = ("s", "out tok/s", "sent/s"), "s"
@@ -344,6 +345,10 @@ def medians(rows: list[dict], decoding: bool = False) -> list[dict]:
     for row in out:
         first = next(r for r in out if all(r[k] == row[k] for k in same))
         row["speed vs first"] = first[time_key] / row[time_key]
+        if decoding:
+            theirs = {r["round"]: r[time_key] for r in groups[tuple(first[k] for k in keys)]}
+            row["paired"] = statistics.median(theirs[r["round"]] / r[time_key]
+                                              for r in groups[tuple(row[k] for k in keys)])
     return out
 
 
@@ -381,8 +386,9 @@ def parse_args() -> argparse.Namespace:
                     help="comma-separated train.loss_chunk_logits to time, e.g. 2097152,8388608 "
                     "(default: the config's)")
     ap.add_argument("--rounds", type=int, default=1,
-                    help="time every training setting this many times, alternating their "
-                    "order, and also print each setting's median")
+                    help="time every training (decoding) setting this many times, "
+                    "alternating their order, and also print each setting's median (for "
+                    "decoding also the median of the round-by-round ratios: paired)")
     ap.add_argument("--paired", action="store_true",
                     help="with several --masks or --loss-chunks: take every update with each "
                     "setting in turn, on one model and the same batches, and print the "
@@ -400,8 +406,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--fixed-length", type=int,
                     help="force every output to this many decoder steps (eos included)")
     ap.add_argument("--quantize", default="none", help="comma-separated: none, int8")
-    ap.add_argument("--pack", default="on", help="comma-separated on, off: fp32 linear layers "
-                    "with oneDNN-packed weights on a CPU (seq2seq.packing), or F.linear")
+    ap.add_argument("--pack", default="on", help="comma-separated on, off: the fp32 output "
+                    "layer's weights packed for oneDNN on a CPU (seq2seq.packing), or F.linear")
     ap.add_argument("--workers", default="0", help="comma-separated decode.workers: batches "
                     "decoded at once on the CPU, sharing the threads (0: two; 1: one batch "
                     "on all cores)")
@@ -456,12 +462,18 @@ def main() -> int:
         beams = [int(x) for x in args.beams.split(",")]
         if not set(args.pack.split(",")) <= {"on", "off"}:
             raise SystemExit(f"bench.py: --pack takes on, off or on,off, not {args.pack!r}")
-        packs = [x == "on" for x in args.pack.split(",")]
-        dec = [r for _ in range(args.rounds) for run in args.run
-               for q in args.quantize.split(",") for pack in packs
-               for r in bench_decode(run, args.sentences, sizes, beams, args.fixed_length, q,
-                                     args.device, [int(x) for x in args.workers.split(",")],
-                                     pack)]
+        # (quantize, pack) settings; int8 layers are never packed, so int8 is timed once
+        settings = list(dict.fromkeys((q, q == "none" and x == "on")
+                                      for q in args.quantize.split(",")
+                                      for x in args.pack.split(",")))
+        workers = [int(x) for x in args.workers.split(",")]
+        dec = []
+        for rnd in range(args.rounds):  # forward, backward, forward, ...: drift weighs alike
+            for run in args.run:
+                for q, pack in settings if rnd % 2 == 0 else settings[::-1]:
+                    for r in bench_decode(run, args.sentences, sizes, beams, args.fixed_length,
+                                          q, args.device, workers, pack):
+                        dec.append({"round": rnd + 1, **r} if args.rounds > 1 else r)
         what = f"exactly {args.fixed_length} steps" if args.fixed_length else "natural lengths"
         print(f"\nDecoding (beam 1 = greedy), test split, {what}\n" + table(dec))
         if args.rounds > 1:

@@ -31,13 +31,13 @@ def evaluate(
     run: str | Path, split: str = "test", src_file: Path | None = None,
     ref_file: Path | None = None, checkpoint: str = "best", device: str = "auto",
     lowercase: bool = False, tokenize: str = "13a", decode: DecodeConfig | None = None,
-    quantize: str = "none", **options: Any,
+    quantize: str = "none", pack: bool = True, **options: Any,
 ) -> dict[str, Any]:
     """Load a run's ``checkpoint``, translate and score (:func:`evaluate_translator`). The
     search is the run's ``decode`` section, or ``decode``, with ``options`` on top (e.g.
     ``beam_size=5, n_best=3``: validated as :meth:`DecodeConfig.override` does)."""
     tr = Translator.from_run(run, checkpoint=checkpoint, device=device, decode=decode,
-                             quantize=quantize)
+                             quantize=quantize, pack=pack)
     tr.decode = tr.decode.override(**options)
     return evaluate_translator(tr, split=split, src_file=src_file, ref_file=ref_file,
                                lowercase=lowercase, tokenize=tokenize)

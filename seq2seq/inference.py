@@ -213,7 +213,7 @@ class Translator:
     run: RunDir | None = None  # where the weights came from (None for a model built in memory)
     checkpoint_name: str = "best"  # as asked for: best, last or a path (names eval reports)
     quantize: str = "none"  # how the linear layers compute (seq2seq.quantize)
-    packed: bool = False  # fp32 linear layers with oneDNN-packed weights (seq2seq.packing)
+    packed: bool = False  # the output layer's weights packed for oneDNN (seq2seq.packing)
 
     @classmethod
     def from_run(cls, run: str | Path, checkpoint: str = "best", device: str = "auto",
@@ -221,16 +221,18 @@ class Translator:
                  pack: bool = True) -> Translator:
         """Load ``checkpoint`` (best, last or a path) of a run; ``decode`` (validated) replaces
         the run's search options; ``quantize`` (:data:`seq2seq.quantize.QUANTIZATIONS`) picks
-        the CPU arithmetic of the linear layers; ``pack``: on a CPU, fp32 linear layers get
-        their weights packed once for oneDNN (:mod:`seq2seq.packing`; faster, same results to
-        float rounding)."""
+        the CPU arithmetic of the linear layers; ``pack``: on a CPU without quantization, the
+        output layer's weights are packed once for oneDNN (:mod:`seq2seq.packing`: faster, the
+        same results to float rounding)."""
         run_dir = RunDir(run).require()
         dev = pick_device(device)
         tune_backends(dev)
         check_quantize(quantize, dev)
         path, cfg, model, src_vocab, tgt_vocab = load_run_model(run_dir, checkpoint)
         model = quantize_model(model.to(dev).eval(), quantize)
-        packed = pack and dev.type == "cpu" and quantize == "none" and pack_linears(model)
+        packed = False
+        if pack and dev.type == "cpu" and quantize == "none":  # int8 layers have their own
+            packed = pack_linears(model)
         decode = (decode if decode is not None else cfg.decode).override()
         return cls(model, cfg, src_vocab, tgt_vocab, dev, path, decode, run_dir, checkpoint,
                    quantize, packed)

@@ -7,21 +7,24 @@ meet a new batch of 64-320 rows at every step. oneDNN can lay a weight out once
 (``torch.ops.mkldnn._linear_pointwise``, the operator that ``torch.compile``'s CPU backend uses
 for frozen linear layers); for the output layer over the vocabulary that is much faster.
 
-Measured on a 2-core AVX2 CPU (docs/performance.md), the output layer over an 8k vocabulary,
-[64, 256] x [256, 8000], took 2.2 ms instead of 3.8-4.7 ms with both threads on it, and 4.6-5.6
-ms instead of 7.0-7.2 ms on one thread (each decoding worker's share). The small products of
-the layers inside the model (256-1,024 outputs) gained 10-20% on two threads but were as fast
-or slower on one. Decoding the test set with the two default workers (one thread each), the
-Transformer was 1.085x faster greedy and 1.12x with beam 5 packing only the output layer, 1.087x
-and 1.05x packing every layer; with one worker on two threads, 1.105x against 1.155x greedy. So
-only layers with at least :data:`MIN_OUTPUTS` outputs are packed. The results equal
-``F.linear``'s to float rounding (about 3e-6 on logits of size 1-10); a test checks them.
+Measured on a 2-core AVX2 CPU (docs/performance.md, "The output layer packed for oneDNN"),
+the output layer over an 8k vocabulary, [64, 256] x [256, 8000], took 3.0 ms instead of 5.4 ms
+with both threads on it, and 4.6 ms instead of 7.2 ms on one thread (each decoding worker's
+share). The smaller products inside the model (256-1,024 outputs) gained 10-20% on two threads
+but were as fast or slower on one; decoding the test set with the two default workers, packing
+the output layer alone did as well as packing every layer. So by default only the output layer
+is packed, and only for a vocabulary of at least :data:`MIN_OUTPUTS` words. The results equal
+``F.linear``'s to float rounding (about 3e-6 on logits of size 1-10); tests check them.
 
-:func:`pack_linears` swaps those ``nn.Linear`` layers of a model in eval mode for a
-:class:`PackedLinear`; :class:`seq2seq.inference.Translator` does so on a CPU when the linear
-layers are not quantized. The packed model is for inference only: it has no gradients, its
-packed weights are not in its ``state_dict`` and it cannot be moved to another device. Where the
-operators are missing (a torch built without oneDNN) the model is left as it is.
+:func:`pack_linears` swaps those ``nn.Linear`` layers of a model for :class:`PackedLinear`;
+:class:`seq2seq.inference.Translator` does so on a CPU unless the linear layers are quantized or
+``pack=False`` (``--no-pack``). A packed layer keeps its weight and bias as parameters, so the
+model's ``state_dict``, parameter count and tied weights are what they were, and it falls back to
+``F.linear`` wherever the packed copy does not apply: under autocast or another input dtype,
+when gradients are wanted, and for weights moved off the CPU or out of fp32. The copy is made
+again after the weight changes in place (an optimizer step, ``load_state_dict``) and after the
+module is moved, converted or copied.
+Where the operators are missing (a torch built without oneDNN) nothing is packed.
 """
 
 from __future__ import annotations
@@ -29,61 +32,100 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-#: the fewest outputs of a layer that :func:`pack_linears` packs by default: the output layer
-#: over a vocabulary, where packing paid in every measured setting (see the module docstring)
+#: the fewest outputs (words) of an output layer that :func:`pack_linears` packs by default:
+#: at 8,000 packing paid in every measured setting, at 1,024 outputs (a feed-forward layer)
+#: not on one thread (see the module docstring)
 MIN_OUTPUTS = 4096
 
 
 @functools.cache
 def packing_available() -> bool:
     """Whether this torch has oneDNN's packed linear operators and they run (checked once on a
-    small product against ``F.linear``)."""
+    small fixed product against ``F.linear``; no random numbers are drawn)."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        w, b, x = torch.randn(5, 3), torch.randn(5), torch.randn(2, 3)
+        w = torch.arange(15, dtype=torch.float32).view(5, 3) / 7
+        x, b = torch.arange(6, dtype=torch.float32).view(2, 3) / 5, torch.ones(5)
         y = torch.ops.mkldnn._linear_pointwise(x, torch.ops.mkldnn._reorder_linear_weight(w, 2),
                                                b, "none", [], "")
-        return bool(torch.allclose(y, torch.nn.functional.linear(x, w, b), atol=1e-5))
+        return bool(torch.allclose(y, F.linear(x, w, b), atol=1e-5))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
 
 
 class PackedLinear(nn.Module):
-    """``y = x W^T + b`` for x (..., in) with W held in oneDNN's packed layout; a copy of the
-    ``nn.Linear`` it was made from, so a weight tied to an embedding stays with the embedding."""
+    """``y = x W^T + b`` for x (..., in), computed with a copy of W in oneDNN's packed layout.
+
+    The ``nn.Linear`` it replaces lends it its weight and bias (the same parameters, so a weight
+    tied to an embedding stays tied); the packed copy serves fp32 inputs without gradients or
+    autocast, and ``F.linear`` on the parameters serves everything else."""
 
     def __init__(self, linear: nn.Linear, rows_hint: int = 64):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().float().contiguous()  # (out, in)
-        # rows_hint: the batch the layout is tuned for; any number of rows is accepted
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
-        self.bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.weight, self.bias = linear.weight, linear.bias  # (out, in), (out,) or None
+        self.rows_hint = rows_hint  # the batch the layout is tuned for; any rows are accepted
+        self.packed: torch.Tensor | None = None
+        self.packed_version = -1  # the weight's version (in-place changes) the copy was made of
+        self.repack()
+
+    def repack(self) -> bool:
+        """Pack the current weight if it is fp32 on the CPU; returns whether a copy is there."""
+        w = self.weight.detach()
+        if w.device.type != "cpu" or w.dtype != torch.float32:
+            self.packed = None
+            return False
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), self.rows_hint)
+        self.packed_version = self.weight._version
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        w, b = self.weight, self.bias
+        if (x.dtype != torch.float32 or x.device.type != "cpu"
+                or torch.is_autocast_enabled("cpu")
+                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
+            return F.linear(x, w, b)
+        # packed anew after the weight changed in place (an optimizer step, load_state_dict),
+        # was moved or converted, or the module was copied
+        if (self.packed is None or self.packed_version != w._version) and not self.repack():
+            return F.linear(x, w, b)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed,
+                                                  None if b is None else b.detach(),
+                                                  "none", [], "")
+
+    def _apply(self, fn, recurse=True):
+        # .to(), .cuda(), .double() ... reach the parameters; the packed copy is made again
+        self.packed = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):  # the opaque packed tensor cannot be copied or pickled
+        return {**super().__getstate__(), "packed": None}
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, packed for oneDNN")
+                f"bias={self.bias is not None}, packed for oneDNN: {self.packed is not None}")
 
 
-def pack_linears(model: nn.Module, min_outputs: int | None = None) -> bool:
-    """Replace, in place, every fp32 ``nn.Linear`` of ``model`` (on the CPU) with at least
-    ``min_outputs`` (default :data:`MIN_OUTPUTS`) outputs by a :class:`PackedLinear`; puts the
-    model in eval mode. Returns
-    whether anything was packed (False where oneDNN's operators are missing, the model then
-    unchanged, or where no layer is that large)."""
+def pack_linears(model: nn.Module, every_layer: bool = False,
+                 min_outputs: int | None = None) -> bool:
+    """Replace, in place, plain fp32 ``nn.Linear`` layers on the CPU by :class:`PackedLinear`:
+    the model's output layer (``generator``) if it has at least ``min_outputs`` (default
+    :data:`MIN_OUTPUTS`) outputs, or with ``every_layer`` every linear layer with at least
+    ``min_outputs`` (default 1). Returns whether anything was packed (nothing where oneDNN's
+    operators are missing)."""
     if not packing_available():
         return False
-    min_outputs = MIN_OUTPUTS if min_outputs is None else min_outputs
-    model.eval()
+    if min_outputs is None:
+        min_outputs = 1 if every_layer else MIN_OUTPUTS
     packed = False
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
+            if not every_layer and (module is not model or name != "generator"):
+                continue
             if (type(child) is nn.Linear and child.out_features >= min_outputs
                     and child.weight.device.type == "cpu"
                     and child.weight.dtype == torch.float32):

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,14 +8,15 @@ from torch import nn
 
 from seq2seq.batching import make_batch
 from seq2seq.config import load_config
+from seq2seq.evaluate import evaluate
 from seq2seq.inference import Translator, decode_ids
 from seq2seq.models import build_model
 from seq2seq.packing import MIN_OUTPUTS, PackedLinear, pack_linears, packing_available
 from seq2seq.reproduce import _translator
 from seq2seq.run import RunDir
 
-pytestmark = pytest.mark.skipif(not packing_available(),
-                                reason="this torch has no oneDNN packed linear operators")
+needs_onednn = pytest.mark.skipif(not packing_available(),
+                                  reason="this torch has no oneDNN packed linear operators")
 
 ARCHS = {
     "rnn": ["model.embed_size=32", "model.hidden_size=32"],
@@ -32,33 +35,57 @@ def model(arch, vocab=50):
     return m, cfg
 
 
+@needs_onednn
 @pytest.mark.parametrize("bias", [True, False])
 def test_packed_linear_is_f_linear_for_any_rows_and_layout(bias):
     torch.manual_seed(0)
     lin = nn.Linear(24, 70, bias=bias)
     packed = PackedLinear(lin, rows_hint=64)
+    assert packed.weight is lin.weight and packed.packed is not None
     x = torch.randn(5, 7, 24)
-    for inp in (x, x[:, 0], x.transpose(0, 1), torch.randn(1, 24), torch.randn(300, 24)):
-        ref = F.linear(inp, lin.weight, lin.bias)
-        out = packed(inp)
-        assert out.shape == ref.shape
-        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    # a copy: changing the layer afterwards does not reach the packed weights
     with torch.no_grad():
+        for inp in (x, x[:, 0], x.transpose(0, 1), torch.randn(1, 24), torch.randn(300, 24)):
+            ref = F.linear(inp, lin.weight, lin.bias)
+            out = packed(inp)
+            assert out.shape == ref.shape
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        # the weight changed in place (an optimizer step, load_state_dict): packed anew
         lin.weight.add_(1.0)
-    assert not torch.allclose(packed(x), F.linear(x, lin.weight, lin.bias))
+        torch.testing.assert_close(packed(x), F.linear(x, lin.weight, lin.bias),
+                                   rtol=1e-5, atol=1e-5)
 
 
+@needs_onednn
+def test_packed_linear_falls_back_where_the_packed_copy_does_not_apply():
+    torch.manual_seed(0)
+    lin = nn.Linear(24, 70)
+    packed = PackedLinear(lin)
+    x = torch.randn(4, 24)
+    # gradients: through F.linear, to the very parameters of the layer it replaced
+    packed(x).sum().backward()
+    assert lin.weight.grad is not None and lin.bias.grad is not None
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's dtype, as F.linear gives
+            assert packed(x).dtype == torch.bfloat16 == lin(x).dtype
+        copied = copy.deepcopy(packed)  # the opaque packed tensor is not copied, but made again
+        torch.testing.assert_close(copied(x), lin(x), rtol=1e-5, atol=1e-5)
+        packed.double()  # converted: no fp32 copy any more, F.linear in float64
+        assert packed(x.double()).dtype == torch.float64 and packed.packed is None
+        torch.testing.assert_close(packed(x.double()), lin(x.double()))
+
+
+@needs_onednn
 @pytest.mark.parametrize("arch", ARCHS)
-def test_pack_linears_replaces_the_large_layers_and_keeps_the_outputs(arch):
+def test_pack_linears_replaces_the_layers_and_keeps_the_outputs(arch):
     ref, cfg = model(arch)
     packed, _ = model(arch)
     n_linear = sum(type(m) is nn.Linear for m in ref.modules())
     assert not pack_linears(packed)  # a 50-word output layer is below MIN_OUTPUTS: unchanged
     assert sum(type(m) is nn.Linear for m in packed.modules()) == n_linear
-    assert pack_linears(packed, min_outputs=1)
+    assert pack_linears(packed, every_layer=True)
     assert not any(type(m) is nn.Linear for m in packed.modules())
     assert sum(isinstance(m, PackedLinear) for m in packed.modules()) == n_linear
+    assert packed.state_dict().keys() == ref.state_dict().keys()  # the same parameters
     b = make_batch([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]])
     with torch.no_grad():
         torch.testing.assert_close(packed(b.src, b.src_len, b.tgt_in),
@@ -71,29 +98,63 @@ def test_pack_linears_replaces_the_large_layers_and_keeps_the_outputs(arch):
         assert got == want and len({tuple(h) for h in got}) > 1
 
 
-def test_the_default_threshold_packs_the_output_layer_of_a_real_vocabulary():
+@needs_onednn
+def test_by_default_only_the_output_layer_of_a_large_vocabulary_is_packed():
     ref, _ = model("transformer", vocab=MIN_OUTPUTS)
     packed, _ = model("transformer", vocab=MIN_OUTPUTS)
     assert pack_linears(packed)
     assert isinstance(packed.generator, PackedLinear)
     assert sum(isinstance(m, PackedLinear) for m in packed.modules()) == 1
-    # the tied embedding keeps its weight: only the output layer holds a packed copy
-    assert torch.equal(packed.tgt_embedding.weight, ref.tgt_embedding.weight)
+    # still tied to the target embedding, and the same parameters under the same names
+    assert packed.generator.weight is packed.tgt_embedding.weight
+    assert packed.state_dict().keys() == ref.state_dict().keys()
+    assert sum(p.numel() for p in packed.parameters()) == sum(p.numel() for p in ref.parameters())
     h = torch.randn(3, 32)
-    torch.testing.assert_close(packed.project(h), ref.project(h), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(packed.project(h), ref.project(h), rtol=1e-5, atol=1e-5)
 
 
+LINES = ["Ein Hund läuft.", "Eine Katze schläft im Schnee.", "Ein Kind", "Mann liest Frau.",
+         "Hund Hund Hund Katze Katze spielt."]
+
+
+@needs_onednn
 @pytest.mark.parametrize("arch", ARCHS)
-def test_translator_packs_on_the_cpu_unless_quantized_or_asked_not_to(arch, tmp_path,
-                                                                      monkeypatch):
+def test_translator_packs_on_the_cpu_and_translates_alike(arch, tmp_path, monkeypatch):
     run = make_run(tmp_path / "run", *ARCHS[arch])
-    lines = ["Ein Hund läuft.", "Eine Katze schläft im Schnee.", "Ein Kind", "Mann liest Frau."]
     plain = Translator.from_run(run, device="cpu", pack=False)
     assert not plain.packed and not Translator.from_run(run, device="cpu").packed  # 60 words
     monkeypatch.setattr("seq2seq.packing.MIN_OUTPUTS", 1)
     tr = Translator.from_run(run, device="cpu")
     assert tr.packed and isinstance(tr.model.generator, PackedLinear)
-    assert tr.translate(lines) == plain.translate(lines)
-    assert not Translator.from_run(run, device="cpu", quantize="int8").packed
-    # seq2seq reproduce evaluates as its kept results were, with F.linear (--verify compares)
-    assert not _translator(RunDir(run), "cpu", None).packed
+    assert tr.translate(LINES) == plain.translate(LINES)
+    # two batches decoded at once on worker threads, and the bf16 autocast a caller may set
+    two = tr.decode.override(batch_size=2, workers=2)
+    assert tr.translate(LINES, two) == plain.translate(LINES, two)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert len(tr.translate(LINES)) == len(LINES)
+    # eval's report says how the output layer computed
+    (tmp_path / "src.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    files = {"src_file": tmp_path / "src.txt", "ref_file": tmp_path / "ref.txt"}
+    assert evaluate(run, device="cpu", **files)["packed"] is True
+    assert evaluate(run, device="cpu", pack=False, **files)["packed"] is False
+
+
+def test_no_packing_when_quantized_asked_not_to_or_unavailable(tmp_path, monkeypatch):
+    run = make_run(tmp_path / "run", *ARCHS["rnn"], updates=0)
+    monkeypatch.setattr("seq2seq.packing.MIN_OUTPUTS", 1)
+
+    def refuse(model, *args, **kwargs):
+        raise AssertionError("pack_linears called")
+
+    with monkeypatch.context() as m:
+        m.setattr("seq2seq.inference.pack_linears", refuse)
+        assert not Translator.from_run(run, device="cpu", quantize="int8").packed
+        assert not Translator.from_run(run, device="cpu", pack=False).packed
+        # seq2seq reproduce evaluates as its kept results were, with F.linear (--verify)
+        assert not _translator(RunDir(run), "cpu", None).packed
+    monkeypatch.setattr("seq2seq.packing.packing_available", lambda: False)
+    tr = Translator.from_run(run, device="cpu")  # a torch without oneDNN: left as it is
+    assert not tr.packed and type(tr.model.generator) is nn.Linear
+    assert len(tr.translate(LINES)) == len(LINES)
