@@ -1,12 +1,15 @@
 import copy
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 from synthetic import make_run
 from torch import nn
+from typer.testing import CliRunner
 
 from seq2seq.batching import make_batch
+from seq2seq.cli import app
 from seq2seq.config import load_config
 from seq2seq.evaluate import evaluate
 from seq2seq.inference import Translator, decode_ids
@@ -139,6 +142,14 @@ def test_translator_packs_on_the_cpu_and_translates_alike(arch, tmp_path, monkey
     files = {"src_file": tmp_path / "src.txt", "ref_file": tmp_path / "ref.txt"}
     assert evaluate(run, device="cpu", **files)["packed"] is True
     assert evaluate(run, device="cpu", pack=False, **files)["packed"] is False
+    # and the command line's switch reaches it
+    for flag, packed in (("--pack", True), ("--no-pack", False)):
+        result = CliRunner().invoke(app, ["eval", "--run", str(run), "--device", "cpu",
+                                          "--src", str(files["src_file"]),
+                                          "--ref", str(files["ref_file"]), flag])
+        assert result.exit_code == 0, result.output
+        report = json.loads((run / "eval_src.txt.json").read_text(encoding="utf-8"))
+        assert report["packed"] is packed
 
 
 def test_no_packing_when_quantized_asked_not_to_or_unavailable(tmp_path, monkeypatch):
