@@ -29,7 +29,7 @@ from seq2seq.batching import inference_batches, make_batch
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.errors import CheckpointError, one_line
 from seq2seq.models import Seq2SeqModel, build_model
-from seq2seq.packing import pack_linears
+from seq2seq.packing import PackedLinear, pack_linears
 from seq2seq.quantize import check_quantize, quantize_model
 from seq2seq.run import RunDir
 from seq2seq.runtime import pick_device, tune_backends
@@ -213,7 +213,6 @@ class Translator:
     run: RunDir | None = None  # where the weights came from (None for a model built in memory)
     checkpoint_name: str = "best"  # as asked for: best, last or a path (names eval reports)
     quantize: str = "none"  # how the linear layers compute (seq2seq.quantize)
-    packed: bool = False  # the output layer's weights packed for oneDNN (seq2seq.packing)
 
     @classmethod
     def from_run(cls, run: str | Path, checkpoint: str = "best", device: str = "auto",
@@ -230,12 +229,16 @@ class Translator:
         check_quantize(quantize, dev)
         path, cfg, model, src_vocab, tgt_vocab = load_run_model(run_dir, checkpoint)
         model = quantize_model(model.to(dev).eval(), quantize)
-        packed = False
         if pack and dev.type == "cpu" and quantize == "none":  # int8 layers have their own
-            packed = pack_linears(model)
+            pack_linears(model)
         decode = (decode if decode is not None else cfg.decode).override()
         return cls(model, cfg, src_vocab, tgt_vocab, dev, path, decode, run_dir, checkpoint,
-                   quantize, packed)
+                   quantize)
+
+    @property
+    def packed(self) -> bool:
+        """Whether a layer computes with oneDNN-packed weights (:mod:`seq2seq.packing`)."""
+        return any(isinstance(m, PackedLinear) for m in self.model.modules())
 
     def translate(self, lines: Sequence[str], decode: DecodeConfig | None = None) -> list[str]:
         """Translate detokenized sentences; an empty line gives an empty translation."""

@@ -121,14 +121,13 @@ def pack_linears(model: nn.Module, every_layer: bool = False,
         return False
     if min_outputs is None:
         min_outputs = 1 if every_layer else MIN_OUTPUTS
+    layers = ([(module, name, child) for module in model.modules()
+               for name, child in module.named_children()] if every_layer
+              else [(model, "generator", getattr(model, "generator", None))])
     packed = False
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if not every_layer and (module is not model or name != "generator"):
-                continue
-            if (type(child) is nn.Linear and child.out_features >= min_outputs
-                    and child.weight.device.type == "cpu"
-                    and child.weight.dtype == torch.float32):
-                setattr(module, name, PackedLinear(child))
-                packed = True
+    for module, name, child in layers:
+        if (type(child) is nn.Linear and child.out_features >= min_outputs
+                and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32):
+            setattr(module, name, PackedLinear(child))
+            packed = True
     return packed
