@@ -44,6 +44,7 @@ from seq2seq.optim import LRSchedule, build_optimizer
 from seq2seq.run import RunDir
 from seq2seq.runtime import (
     autocast,
+    bound_onednn_cache,
     pick_device,
     resolve_precision,
     return_freed_memory,
@@ -220,6 +221,8 @@ class Trainer:
         self.world, self.device = distributed.init(pick_device(self.t.device))
         tune_backends(self.device)
         self.precision = resolve_precision(self.t.precision, self.device)
+        if self.device.type == "cpu":
+            bound_onednn_cache()
         if self.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 on a CPU")
         self.show_progress = progress and self.world.main

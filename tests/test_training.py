@@ -1,5 +1,6 @@
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from seq2seq.config import load_config
 from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.models import build_model
 from seq2seq.optim import LRSchedule, build_optimizer
+from seq2seq.runtime import ONEDNN_CACHE_CAPACITY, ONEDNN_CACHES
 from seq2seq.training import train
 
 
@@ -204,11 +206,14 @@ def test_schedules_plateau_and_halving():
     assert other.set(10) == 0.25
 
 
-def test_bf16_training_runs_on_cpu_and_fp16_needs_cuda(toy_data, tmp_path):
+def test_bf16_training_runs_on_cpu_and_fp16_needs_cuda(toy_data, tmp_path, monkeypatch):
+    for name in ONEDNN_CACHES:  # the Trainer bounds oneDNN's caches on a CPU (seq2seq.runtime)
+        monkeypatch.delenv(name, raising=False)
     run = train(tiny_config(toy_data, tmp_path / "bf16", "train.precision=bf16",
                             "train.max_updates=2", "train.valid_every=2"), progress=False)
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["precision"] == "bf16" and summary["updates"] == 2
+    assert all(os.environ[name] == str(ONEDNN_CACHE_CAPACITY) for name in ONEDNN_CACHES)
     assert all(v.dtype == torch.float32 for v in params(run).values()
                if v.is_floating_point())  # master weights stay fp32
     if not torch.cuda.is_available():
