@@ -3,7 +3,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 from synthetic import learn, small_model, train_task
 
-
 # 400 updates: at 250 the Bahdanau model copied 0.94 of the tokens on an AVX-512 CPU (whose fp32
 # kernels round differently from AVX2's, where it reached 0.95); at 300 and 400 both models
 # reached 0.98-1.0 there
