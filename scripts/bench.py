@@ -200,7 +200,7 @@ def prepare(config: Path, data: str | None, precision: str, batch_tokens: int | 
     cfg = load_config(config, overrides)
     if cfg.train.release_memory:  # as the Trainer does
         return_freed_memory()
-    if device.type == "cpu":
+    if device.type == "cpu" and precision == "bf16":  # as the Trainer does
         bound_onednn_cache()
     seed_everything(cfg.train.seed)
     data = load_training_data(cfg, progress=False)  # the token cache, as `train` reads it

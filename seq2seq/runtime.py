@@ -25,7 +25,7 @@ from seq2seq.errors import Seq2SeqError
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
 #: Entries in each cache of compiled oneDNN primitives while a CPU training process runs (both
-#: default to 1,024): oneDNN's own, and the one torch's oneDNN wrapper (ideep) keeps in front of it.
+#: default to 1,024): oneDNN's own, and the one torch's oneDNN wrapper (ideep) keeps before it.
 ONEDNN_CACHE_CAPACITY = 16
 ONEDNN_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
@@ -53,7 +53,7 @@ def bound_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> dict[str, str]:
     """Cap both caches of compiled oneDNN primitives (:data:`ONEDNN_CACHES`) at ``capacity``
     entries, each unless the user set its variable; returns the values in force. Effective only
     before the process's first oneDNN operation (each cache reads its variable once), so the
-    Trainer calls it before it builds the model.
+    Trainer calls it, for bf16 on a CPU, before it builds the model.
 
     bf16 matrix products on a CPU run in oneDNN, which compiles a primitive (JIT code and its
     buffers, about 0.3 MB) for every new shape, and keeps up to 1,024 of them in each cache.
@@ -62,7 +62,9 @@ def bound_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> dict[str, str]:
     the heap. With 16 entries (one layer's forward, input-gradient and weight-gradient
     products of a batch's shapes are reused across layers) the default configs in bf16 on an
     AVX-512 BF16 CPU trained as fast as with 1,024, and the memory in use between updates is
-    what fp32 uses (docs/performance.md, Memory). fp32 products run in MKL, which keeps none."""
+    what fp32 uses (docs/performance.md, On a CPU with bf16 arithmetic). The Trainer bounds the
+    caches for bf16 only: fp32 matrix products, the GRUs' included, run in MKL, which caches
+    nothing, and fp32 LSTMs, which do run as oneDNN primitives, keep torch's defaults."""
     return {name: os.environ.setdefault(name, str(capacity)) for name in ONEDNN_CACHES}
 
 

@@ -221,8 +221,8 @@ class Trainer:
         self.world, self.device = distributed.init(pick_device(self.t.device))
         tune_backends(self.device)
         self.precision = resolve_precision(self.t.precision, self.device)
-        if self.device.type == "cpu":
-            bound_onednn_cache()
+        if self.device.type == "cpu" and self.precision == "bf16":
+            bound_onednn_cache()  # before the model exists: no oneDNN operation has run yet
         if self.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 on a CPU")
         self.show_progress = progress and self.world.main

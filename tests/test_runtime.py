@@ -50,8 +50,9 @@ def test_pick_device_refuses_unknown_names_and_missing_cuda():
 
 
 def test_bound_onednn_cache_sets_both_capacities_unless_the_user_did(monkeypatch):
-    for name in ONEDNN_CACHES:
-        monkeypatch.delenv(name, raising=False)
+    for name in ONEDNN_CACHES:  # set, then deleted: monkeypatch restores what was there
+        monkeypatch.setenv(name, "0")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "512")
     assert bound_onednn_cache() == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(ONEDNN_CACHE_CAPACITY),
                                     "LRU_CACHE_CAPACITY": "512"}
