@@ -68,6 +68,7 @@ from seq2seq.optim import build_optimizer  # noqa: E402
 from seq2seq.runtime import (  # noqa: E402
     autocast,
     bound_onednn_cache,
+    cpu_has_bf16,
     pick_device,
     resolve_precision,
     return_freed_memory,
@@ -87,15 +88,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic (AVX-512 BF16 or AMX), as opposed to emulation."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,

@@ -24,7 +24,7 @@ from seq2seq.errors import Seq2SeqError
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
-#: Entries in each cache of compiled oneDNN primitives while a CPU training process runs (both
+#: Entries in each cache of compiled oneDNN primitives while bf16 training runs on a CPU (both
 #: default to 1,024): oneDNN's own, and the one torch's oneDNN wrapper (ideep) keeps before it.
 ONEDNN_CACHE_CAPACITY = 16
 ONEDNN_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
