@@ -6,7 +6,8 @@ options and drives any :class:`~seq2seq.models.base.Seq2SeqModel` through ``enco
 :class:`Hypothesis` sorted best first, and all share one loop (:meth:`DecodeStrategy.search`):
 
 1. encode the batch and start a :class:`WorkingBatch`: the sentences still being searched,
-   ``width`` rows each (1 for greedy search, ``K`` beams for beam search);
+   ``width`` rows each (1 for greedy search, ``K`` beams for beam search; a model that
+   :attr:`~seq2seq.models.base.Seq2SeqModel.shares_memory` keeps one memory row per sentence);
 2. at every step, run one ``decode_step`` on all rows, let the strategy :meth:`advance` (pick the
    next tokens, record what finished) and report which sentences are done;
 3. drop the done sentences from the working batch (:meth:`WorkingBatch.shrink`, the one
@@ -65,11 +66,12 @@ def max_lengths(src_len: torch.Tensor, a: float, b: int, cap: int | None = None
 class WorkingBatch:
     """The sentences of one input batch that are still being searched, ``width`` rows each.
 
-    Row ``r`` of ``memory``, ``state``, ``prev`` and of every tensor named in ``row_fields``
-    belongs to working sentence ``r // width``; ``sent`` and the tensors named in
-    ``sentence_fields`` have one entry per working sentence. Other attributes (outputs kept per
-    input sentence, the limits, the source lengths) are indexed by input position and never
-    shrink. A strategy subclasses this to add its bookkeeping."""
+    Row ``r`` of ``state``, ``prev`` and of every tensor named in ``row_fields`` belongs to
+    working sentence ``r // width``, and so does row ``r`` of ``memory`` unless the model
+    shares it (:attr:`Seq2SeqModel.shares_memory`: one memory row per sentence); ``sent`` and
+    the tensors named in ``sentence_fields`` have one entry per working sentence. Other
+    attributes (outputs kept per input sentence, the limits, the source lengths) are indexed by
+    input position and never shrink. A strategy subclasses this to add its bookkeeping."""
 
     row_fields: ClassVar[tuple[str, ...]] = ("prev",)
     sentence_fields: ClassVar[tuple[str, ...]] = ("sent",)
@@ -78,6 +80,8 @@ class WorkingBatch:
                  limit: torch.Tensor, width: int):
         B, device = limit.numel(), limit.device
         self.memory, self.state, self.width = memory, state, width
+        # memory rows per sentence: width, or 1 where the model shares them among the rows
+        self.memory_width = memory["mask"].size(0) // B
         self.src_len, self.limit = src_len, limit  # (B,) per input sentence
         self.sent = torch.arange(B, device=device)  # input index of each working sentence
         self.prev = torch.full((B * width,), BOS, dtype=torch.long, device=device)
@@ -89,9 +93,13 @@ class WorkingBatch:
     def shrink(self, keep: torch.Tensor) -> None:
         """Keep only the working sentences ``keep`` (indices into ``sent``) and their rows, in
         the memory, the decoder state and the strategy's bookkeeping."""
-        offsets = torch.arange(self.width, device=keep.device)
-        rows = ((keep * self.width).unsqueeze(1) + offsets).view(-1)
-        self.memory, self.state = select(self.memory, rows), select(self.state, rows)
+        def rows_of(width: int) -> torch.Tensor:
+            offsets = torch.arange(width, device=keep.device)
+            return ((keep * width).unsqueeze(1) + offsets).view(-1)
+
+        rows = rows_of(self.width)
+        self.memory = select(self.memory, rows_of(self.memory_width))
+        self.state = select(self.state, rows)
         for names, index in ((self.row_fields, rows), (self.sentence_fields, keep)):
             for name in names:
                 value = getattr(self, name)
@@ -122,11 +130,16 @@ class DecodeStrategy:
         """Search a padded batch ``src`` (B, S) with output length limits ``max_len`` (B,);
         per sentence its hypotheses, best first."""
         memory = model.encode(src, src_len)
-        if self.width > 1:  # every sentence's memory once per beam: (B * K, ...)
+        if self.width == 1:
+            state = model.init_state(memory)
+        else:  # K rows per sentence: (B * K, ...), the memory too unless the model shares it
             rows = torch.arange(src.size(0), device=src.device).repeat_interleave(self.width)
-            memory = select(memory, rows)
-        batch = self.begin(memory, model.init_state(memory), src, src_len,
-                           max_len.to(src.device))
+            if model.shares_memory:
+                state = select(model.init_state(memory), rows)
+            else:
+                memory = select(memory, rows)
+                state = model.init_state(memory)
+        batch = self.begin(memory, state, src, src_len, max_len.to(src.device))
         for step in range(int(batch.limit.max())):
             log_probs, batch.state, weights = model.decode_step(
                 batch.memory, batch.state, batch.prev, self.return_attention)

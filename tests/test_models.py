@@ -163,6 +163,18 @@ def test_transformer_decoder_never_sees_the_future(name):
     assert not torch.allclose(a[:, 3:], b[:, 3:])
 
 
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_transformer_converted_to_another_dtype_runs_in_it(name):
+    """The sinusoidal position table follows the embeddings' dtype (made anew after .to())."""
+    model = model_for(VARIANTS[name])
+    src, src_len, tgt_in = toy_batch()
+    with torch.no_grad():
+        ref = model(src, src_len, tgt_in)
+        out = model.double()(src, src_len, tgt_in)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), ref, atol=1e-4, rtol=1e-4)
+
+
 def test_transformer_parameter_count_of_the_cpu_config():
     from pathlib import Path
 

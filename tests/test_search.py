@@ -112,6 +112,30 @@ def test_beam_batch_of_64_equals_alone(arch):
         assert [h.tokens for h in alone[0]] == [h.tokens for h in batched[i]]
 
 
+@pytest.mark.parametrize("return_attention", [False, True])
+def test_beam_with_one_memory_row_per_sentence_equals_repeated_memory(return_attention):
+    """The Transformer shares each sentence's memory among its K hypotheses (K queries against
+    one memory row); the search gives what repeating the memory K times gave, sentences
+    dropping out of the working batch (shrink) included."""
+    m = model("transformer")
+    assert m.shares_memory
+    b = make_batch(sources(24, seed=5))
+    limit = max_lengths(b.src_len, 1.5, 5)
+    beam = Beam(beam_size=4, n_best=3, return_attention=return_attention)
+    shared = beam.search(m, b.src, b.src_len, limit)
+    m.shares_memory = False  # the generic path: memory repeated to (B * K, ...)
+    repeated = beam.search(m, b.src, b.src_len, limit)
+    assert len({len(h.tokens) for hyps in shared for h in hyps}) > 1  # lengths differ: shrinks
+    for a, r in zip(shared, repeated):
+        assert [h.tokens for h in a] == [h.tokens for h in r]
+        assert [h.score for h in a] == pytest.approx([h.score for h in r], abs=1e-5)
+        for ha, hr in zip(a, r):
+            if return_attention:
+                torch.testing.assert_close(ha.attention, hr.attention, atol=1e-5, rtol=1e-5)
+            else:
+                assert ha.attention is None
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_nbest_sorted_and_first_is_one_best(arch):
     m = model(arch)

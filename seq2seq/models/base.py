@@ -32,6 +32,12 @@ class Seq2SeqModel(nn.Module):
     #: size of the Transformer's position table; None: no limit.
     max_positions: int | None = None
 
+    #: Whether :meth:`decode_step` accepts a memory with one row per sentence while the state
+    #: and ``prev`` have ``K`` rows per sentence (beam search's hypotheses, grouped by
+    #: sentence): the search then keeps one copy of each sentence's memory instead of ``K``.
+    #: Models without it get the memory repeated to the state's rows.
+    shares_memory: bool = False
+
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> State:
         """src (B, S) ids, src_len (B,) -> memory; ``memory['mask']`` is (B, S), True = token."""
         raise NotImplementedError
@@ -45,7 +51,8 @@ class Seq2SeqModel(nn.Module):
         """prev (B,) previous target ids -> log-probabilities (B, V), new state, attention (B, S)
         (None for a model without attention; a model may return None when ``need_attention``
         is False and computing the weights would cost extra, as the Transformer's fused
-        attention does)."""
+        attention does). With :attr:`shares_memory`, ``memory`` may have B / K rows, row ``i``
+        serving state rows ``i * K`` to ``i * K + K - 1``."""
         raise NotImplementedError
 
     def features(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor

@@ -67,9 +67,11 @@ class Embedder(nn.Module):
         """Position vectors of ``pos`` (any shape) -> (..., d)."""
         if self.learned is not None:
             return self.learned(pos)
-        if self._table is None or self._table.device != pos.device:
+        weight = self.embedding.weight
+        if (self._table is None or self._table.device != pos.device
+                or self._table.dtype != weight.dtype):  # made anew after .to(device/dtype)
             d = self.embedding.embedding_dim
-            self._table = sinusoidal_positions(self.n_positions, d).to(pos.device)
+            self._table = sinusoidal_positions(self.n_positions, d).to(pos.device, weight.dtype)
         return self._table[pos]
 
     def forward(self, tokens: torch.Tensor, start: torch.Tensor | int = 0) -> torch.Tensor:
@@ -175,8 +177,15 @@ class DecoderLayer(nn.Module):
 
         def cross_attn(h):
             nonlocal weights
+            B, L, d = h.shape
+            K = B // cross_kv.size(0)  # hypotheses per sentence sharing its memory (beam search)
+            if K > 1:  # one step (L = 1) of K hypotheses: K queries against one memory row
+                h = h.view(B // K, K * L, d)
             out, weights = self.cross_attn(h, cross_kv, mask=src_mask, need_weights=need_weights,
                                            average_heads=average_heads)
+            if K > 1:
+                out = out.view(B, L, -1)
+                weights = None if weights is None else weights.reshape(B, L, -1)
             return out
 
         y = self.subs[0](y, self_attn)
@@ -188,6 +197,8 @@ class DecoderLayer(nn.Module):
 @ARCHITECTURES.implements(choices.TransformerArchitecture)
 class Transformer(Seq2SeqModel):
     """Embeddings, the encoder and decoder stacks, and the output layer (``d = embed_size``)."""
+
+    shares_memory = True  # beam search: the K hypotheses of a sentence query one memory row
 
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
