@@ -44,7 +44,10 @@ Fairness rules:
   one batch at a time on all of them (CTranslate2 inter_threads 1, seq2seq decode.workers 1)
   and one batch per thread (inter_threads = threads, intra_threads 1; decode.workers = threads),
   and the faster is compared (both are in the JSON). CTranslate2 converts only OpenNMT-py's
-  Transformers, so only the Transformers are decoded.
+  Transformers, so only the Transformers are decoded. On a CPU with bf16 arithmetic, seq2seq
+  also decodes with ``--quantize bf16`` (its linear layers' products in bf16) in two more
+  columns; CTranslate2 has no bf16 on a CPU, so it stays at fp32, and the fp32 column is the
+  like-for-like comparison.
 
 Peak RSS is the largest resident set of a training process or of a child it waited for
 (os.wait4, what /usr/bin/time reports). The load average at the start and the end is printed:
@@ -72,6 +75,7 @@ sys.path.insert(0, str(ROOT))
 
 from seq2seq.config import load_config  # noqa: E402
 from seq2seq.run import RunDir  # noqa: E402
+from seq2seq.runtime import cpu_has_bf16  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "seq2seq-peers"
 SRC_LANG, TGT_LANG = "de", "en"
@@ -248,7 +252,7 @@ def machine_facts(peers: Peers) -> dict:
              if line.startswith("model name")]
     ours, theirs = python_facts(sys.executable), python_facts(peers.bin("python"))
     return {"cpu": names[0] if names else "unknown", "cores": os.cpu_count(),
-            "avx512_bf16_or_amx": "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo,
+            "avx512_bf16_or_amx": cpu_has_bf16(),
             "torch_seq2seq": ours["torch"], "torch_peers": theirs["torch"],
             "threads_seq2seq": ours["threads"], "threads_peers": theirs["threads"],
             "load_at_start": os.getloadavg()[0]}
@@ -482,16 +486,19 @@ def decode_ct2(peers: Peers, model: Path, test_src: Path, work: Path, threads: i
     return seconds
 
 
-def decode_seq2seq(work: Path, sentences: int, threads: int) -> dict[int, dict[int, float]]:
-    """Output tokens/s from scripts/bench.py on the seq2seq run, per beam and per number of
-    batches decoded at once (decode.workers: 1, and one per thread)."""
-    out = work / "seq2seq" / "bench-decode.json"
+def decode_seq2seq(work: Path, sentences: int, threads: int, quantize: str = "none"
+                   ) -> dict[int, dict[int, float]]:
+    """Output tokens/s from scripts/bench.py on the seq2seq run (``--quantize quantize``), per
+    beam and per number of batches decoded at once (decode.workers: 1, and one per thread)."""
+    suffix = "" if quantize == "none" else f"-{quantize}"
+    out = work / "seq2seq" / f"bench-decode{suffix}.json"
     run_measured([sys.executable, str(ROOT / "scripts" / "bench.py"),
                   "--run", str(work / "seq2seq" / DECODED_MODEL), "--sentences", str(sentences),
                   "--beams", ",".join(map(str, BEAMS)), "--batch-sizes", str(DECODE_BATCH),
                   "--fixed-length", str(FIXED_LENGTH), "--json", str(out),
+                  "--quantize", quantize,
                   "--workers", ",".join(map(str, sorted({1, threads})))],
-                 work / "logs" / "seq2seq-decode.log", cwd=ROOT)
+                 work / "logs" / f"seq2seq-decode{suffix}.log", cwd=ROOT)
     speeds: dict[int, dict[int, float]] = {}
     for r in json.loads(out.read_text()):
         if "beam" in r:
@@ -506,6 +513,9 @@ def bench_decoding(peers: Peers, work: Path, threads: int) -> list[dict]:
     test_src = model.with_name("test.src")
     sentences = len(test_src.read_text(encoding="utf-8").splitlines())
     ours = decode_seq2seq(work, sentences, threads)
+    # where the CPU has bf16 arithmetic, seq2seq's bf16 products too (CTranslate2 has no bf16
+    # on a CPU: it stays in fp32)
+    bf16 = decode_seq2seq(work, sentences, threads, "bf16") if cpu_has_bf16() else None
     onmt = decode_onmt(peers, model, test_src, work)
     ct2 = decode_ct2(peers, model, test_src, work, threads)
     steps = sentences * FIXED_LENGTH
@@ -520,6 +530,13 @@ def bench_decoding(peers: Peers, work: Path, threads: int) -> list[dict]:
                      "seq2seq_all": {layout(k, threads): v for k, v in ours[beam].items()},
                      "ct2_all": {layout(k, threads): steps / v for k, v in ct2[beam].items()},
                      "ratio_ct2": ours[beam][ours_at] / (steps / ct2[beam][ct2_at])})
+        if bf16 is not None:
+            bf16_at = max(bf16[beam], key=bf16[beam].get)
+            rows[-1].update({
+                "seq2seq_bf16": bf16[beam][bf16_at],
+                "seq2seq_bf16_layout": layout(bf16_at, threads),
+                "seq2seq_bf16_all": {layout(k, threads): v for k, v in bf16[beam].items()},
+                "ratio_ct2_bf16": bf16[beam][bf16_at] / (steps / ct2[beam][ct2_at])})
     return rows
 
 
@@ -564,9 +581,14 @@ def training_table(rows: list[dict]) -> str:
 def decoding_table(rows: list[dict]) -> str:
     header = ["model", "beam", "seq2seq tgt tok/s", "OpenNMT-py tgt tok/s",
               "CTranslate2 tgt tok/s", "seq2seq / CTranslate2"]
+    bf16 = any("seq2seq_bf16" in r for r in rows)
+    if bf16:
+        header += ["seq2seq --quantize bf16 tgt tok/s", "bf16 / CTranslate2"]
     cells = [[r["model"], str(r["beam"]), f"{count(r['seq2seq'])} ({r['seq2seq_layout']})",
               count(r["onmt"]), f"{count(r['ct2'])} ({r['ct2_layout']})",
-              f"{r['ratio_ct2']:.2f}"] for r in rows]
+              f"{r['ratio_ct2']:.2f}"]
+             + ([f"{count(r['seq2seq_bf16'])} ({r['seq2seq_bf16_layout']})",
+                 f"{r['ratio_ct2_bf16']:.2f}"] if bf16 else []) for r in rows]
     return markdown(header, cells)
 
 

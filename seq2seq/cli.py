@@ -68,13 +68,14 @@ WorkersOpt = Annotated[
                              "decode.workers).")
 ]
 QuantizeOpt = Annotated[
-    str, typer.Option("--quantize", help="none, or int8: the linear layers in 8-bit integer "
-                      "arithmetic on the CPU (faster; BLEU changes slightly, see "
+    str, typer.Option("--quantize", help="none; int8: the linear layers in 8-bit integer "
+                      "arithmetic on the CPU; bf16: their products in bfloat16, for CPUs "
+                      "with bf16 arithmetic (faster; BLEU changes slightly, see "
                       "docs/performance.md).")
 ]
 
 PackOpt = Annotated[
-    bool, typer.Option("--pack/--no-pack", help="On the CPU without --quantize: the output "
+    bool, typer.Option("--pack/--no-pack", help="On the CPU without --quantize (fp32): the output "
                        "layer's weights packed once for oneDNN (faster, the same results to "
                        "float rounding), or F.linear as in training.")
 ]

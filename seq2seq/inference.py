@@ -220,9 +220,9 @@ class Translator:
                  pack: bool = True) -> Translator:
         """Load ``checkpoint`` (best, last or a path) of a run; ``decode`` (validated) replaces
         the run's search options; ``quantize`` (:data:`seq2seq.quantize.QUANTIZATIONS`) picks
-        the CPU arithmetic of the linear layers; ``pack``: on a CPU without quantization, the
-        output layer's weights are packed once for oneDNN (:mod:`seq2seq.packing`: faster, the
-        same results to float rounding)."""
+        the CPU arithmetic of the linear layers (``bf16`` packs every one of them in bf16);
+        ``pack``: on a CPU without quantization (fp32), the output layer's weights are packed
+        once for oneDNN (:mod:`seq2seq.packing`: faster, the same results to float rounding)."""
         run_dir = RunDir(run).require()
         dev = pick_device(device)
         tune_backends(dev)

@@ -40,6 +40,9 @@ from torch import nn
 #: not on one thread (see the module docstring)
 MIN_OUTPUTS = 4096
 
+#: the arithmetic a packed layer can do: fp32, or bf16 products (fp32 in and out)
+PACK_DTYPES = (torch.float32, torch.bfloat16)
+
 
 @functools.cache
 def packing_available() -> bool:
@@ -64,23 +67,33 @@ class PackedLinear(nn.Module):
     tied to an embedding stays tied); the packed copy serves fp32 inputs without gradients or
     autocast, and ``F.linear`` on the parameters serves everything else."""
 
-    def __init__(self, linear: nn.Linear, rows_hint: int = 64):
+    def __init__(self, linear: nn.Linear, rows_hint: int = 64,
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias  # (out, in), (out,) or None
         self.rows_hint = rows_hint  # the batch the layout is tuned for; any rows are accepted
+        if dtype not in PACK_DTYPES:
+            raise ValueError(f"PackedLinear: dtype must be one of {PACK_DTYPES}, got {dtype}")
+        self.dtype = dtype  # the arithmetic: fp32, or bf16 with fp32 input and output
         self.packed: torch.Tensor | None = None
-        self.packed_version = -1  # the weight's version (in-place changes) the copy was made of
+        self.packed_bias: torch.Tensor | None = None  # the bias in ``dtype``
+        self.packed_version = (-1, -1)  # the versions (in-place changes) of weight and bias
         self.repack()
+
+    def _versions(self) -> tuple[int, int]:
+        return self.weight._version, -1 if self.bias is None else self.bias._version
 
     def repack(self) -> bool:
         """Pack the current weight if it is fp32 on the CPU; returns whether a copy is there."""
         w = self.weight.detach()
         if w.device.type != "cpu" or w.dtype != torch.float32:
-            self.packed = None
+            self.packed = self.packed_bias = None
             return False
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), self.rows_hint)
-        self.packed_version = self.weight._version
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(
+            w.to(self.dtype).contiguous(), self.rows_hint)
+        self.packed_bias = None if self.bias is None else self.bias.detach().to(self.dtype)
+        self.packed_version = self._versions()
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,13 +102,18 @@ class PackedLinear(nn.Module):
                 or torch.is_autocast_enabled("cpu")
                 or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
             return F.linear(x, w, b)
-        # packed anew after the weight changed in place (an optimizer step, load_state_dict),
-        # was moved or converted, or the module was copied
-        if (self.packed is None or self.packed_version != w._version) and not self.repack():
+        # packed anew after the weight or bias changed in place (an optimizer step,
+        # load_state_dict), was moved or converted, or the module was copied
+        if (self.packed is None or self.packed_version != self._versions()) and not self.repack():
             return F.linear(x, w, b)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed,
-                                                  None if b is None else b.detach(),
-                                                  "none", [], "")
+        if self.dtype == torch.float32:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.packed_bias,
+                                                      "none", [], "")
+        # bf16: the input rounded to bf16 as autocast would, the product accumulated in fp32
+        # by oneDNN, its output rounded to bf16 and handed back as fp32
+        y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias,
+                                               "none", [], "")
+        return y.to(torch.float32)
 
     def _apply(self, fn, recurse=True):
         # .to(), .cuda(), .double() ... reach the parameters; the packed copy is made again
@@ -103,15 +121,16 @@ class PackedLinear(nn.Module):
         return super()._apply(fn, recurse)
 
     def __getstate__(self):  # the opaque packed tensor cannot be copied or pickled
-        return {**super().__getstate__(), "packed": None}
+        return {**super().__getstate__(), "packed": None, "packed_bias": None}
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, packed for oneDNN: {self.packed is not None}")
+                f"bias={self.bias is not None}, packed for oneDNN: {self.packed is not None}"
+                + ("" if self.dtype == torch.float32 else f" ({str(self.dtype)[6:]})"))
 
 
 def pack_linears(model: nn.Module, every_layer: bool = False,
-                 min_outputs: int | None = None) -> bool:
+                 min_outputs: int | None = None, dtype: torch.dtype = torch.float32) -> bool:
     """Replace, in place, plain fp32 ``nn.Linear`` layers on the CPU by :class:`PackedLinear`:
     the model's output layer (``generator``) if it has at least ``min_outputs`` (default
     :data:`MIN_OUTPUTS`) outputs, or with ``every_layer`` every linear layer with at least
@@ -128,6 +147,6 @@ def pack_linears(model: nn.Module, every_layer: bool = False,
     for module, name, child in layers:
         if (type(child) is nn.Linear and child.out_features >= min_outputs
                 and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32):
-            setattr(module, name, PackedLinear(child))
+            setattr(module, name, PackedLinear(child, dtype=dtype))
             packed = True
     return packed

@@ -1,4 +1,4 @@
-"""Post-training quantization for CPU inference (``eval``/``translate --quantize int8``).
+"""Post-training quantization for CPU inference (``eval``/``translate --quantize int8|bf16``).
 
 ``int8`` is dynamic quantization of every linear layer (the attention projections, the
 feed-forward layers, the RNN decoders' output and attention layers, and the output layer over
@@ -8,20 +8,31 @@ calibration data is needed. The matrix products then run in 8-bit integer arithm
 x86, qnnpack on ARM), which does about twice the multiply-adds per cycle of fp32 and reads a
 quarter of the weight memory. Embeddings, layer norms and the recurrent cells stay in fp32.
 
+``bf16`` keeps the model in fp32 and gives every linear layer a bfloat16 copy of its weight
+and bias, packed once for oneDNN (:class:`seq2seq.packing.PackedLinear`); each call rounds its
+input to bf16, multiplies with fp32 accumulation and hands its output back in fp32, the products
+that bf16 autocast computes in training. Embeddings, layer norms, attention, softmax and the
+scores of the search stay in fp32. Only a CPU with bf16 arithmetic (AVX-512 BF16 or AMX) gains:
+the products run at about twice the fp32 rate there, and elsewhere they are emulated and slower
+than fp32, which a warning says.
+
 The translation changes a little (the report's BLEU says how much: docs/performance.md); the
 model is never trained or saved quantized.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
 from torch import nn
 
 from seq2seq.errors import ConfigError
+from seq2seq.packing import pack_linears, packing_available
+from seq2seq.runtime import cpu_has_bf16
 
-QUANTIZATIONS = ("none", "int8")
+QUANTIZATIONS = ("none", "int8", "bf16")
 
 
 def check_quantize(how: str, device: torch.device | None = None) -> None:
@@ -31,6 +42,9 @@ def check_quantize(how: str, device: torch.device | None = None) -> None:
     if how != "none" and device is not None and device.type != "cpu":
         raise ConfigError(f"--quantize {how}: quantized kernels run on the CPU; add --device cpu "
                           f"(on a GPU, fp32/bf16 inference is the fast path)")
+    if how == "bf16" and not packing_available():
+        raise ConfigError("--quantize bf16: this torch has no oneDNN linear operators "
+                          "(torch.backends.mkldnn); use none or int8")
 
 
 def quantize_model(model: nn.Module, how: str) -> nn.Module:
@@ -38,6 +52,13 @@ def quantize_model(model: nn.Module, how: str) -> nn.Module:
     inference only (eval mode)."""
     check_quantize(how)
     if how == "none":
+        return model
+    if how == "bf16":
+        if not cpu_has_bf16():
+            print("warning: --quantize bf16: this CPU has no bf16 arithmetic (AVX-512 BF16 or "
+                  "AMX), so the products are emulated and slower than fp32", file=sys.stderr,
+                  flush=True)
+        pack_linears(model.eval(), every_layer=True, dtype=torch.bfloat16)
         return model
     from torch.ao.quantization import quantize_dynamic
     from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig

@@ -82,6 +82,15 @@ def test_eval_int8_writes_its_own_report_and_bad_names_fail(trained_run):
     assert "--quantize" in err and "int8" in err
 
 
+def test_eval_and_translate_with_bf16_products(trained_run):
+    r = cli("eval", "--run", trained_run, "--split", "test", "--quantize", "bf16")
+    assert r.returncode == 0, r.stderr.decode()
+    report = json.loads((trained_run / "eval_test_2016_flickr_bf16.json").read_text())
+    assert report["quantize"] == "bf16" and report["sentences"] == 30 and report["packed"]
+    r = cli("translate", "--run", trained_run, "--quantize", "bf16", stdin=b"Ein Hund.\n\n")
+    assert r.returncode == 0 and len(r.stdout.decode().splitlines()) == 2
+
+
 def test_eval_on_files(trained_run, tmp_path):
     (tmp_path / "s.de").write_text("Ein Hund.\nEine Frau.\n")
     (tmp_path / "r.en").write_text("A dog.\nA woman.\n")

@@ -59,6 +59,31 @@ def test_packed_linear_is_f_linear_for_any_rows_and_layout(bias):
 
 
 @needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_bf16_packed_linear_rounds_like_autocast_and_returns_fp32(bias):
+    torch.manual_seed(0)
+    lin = nn.Linear(48, 70, bias=bias)
+    packed = PackedLinear(lin, dtype=torch.bfloat16)
+    assert packed.weight is lin.weight and packed.weight.dtype == torch.float32
+    assert "bfloat16" in repr(packed)
+    x = torch.randn(9, 48)
+    with torch.no_grad():
+        out, ref = packed(x), F.linear(x, lin.weight, lin.bias)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            amp = lin(x)  # the products training's bf16 autocast computes
+        assert out.dtype == torch.float32 and not torch.equal(out, ref)
+        # fp32 accumulation of bf16 operands: within a few bf16 roundings of fp32 ...
+        torch.testing.assert_close(out, ref, rtol=0.02, atol=0.02)
+        # ... and about what autocast gives (its output rounded to bf16 as well)
+        torch.testing.assert_close(out, amp.float(), rtol=0.016, atol=0.016)
+        lin.bias.add_(1.0) if bias else lin.weight.add_(1.0)  # changed in place: packed anew
+        ref = F.linear(x, lin.weight, lin.bias)
+        assert (packed(x) - ref).abs().max() < 0.01 * ref.abs().max()
+    with pytest.raises(ValueError, match="dtype"):
+        PackedLinear(lin, dtype=torch.float16)
+
+
+@needs_onednn
 def test_packed_linear_falls_back_where_the_packed_copy_does_not_apply():
     torch.manual_seed(0)
     lin = nn.Linear(24, 70)

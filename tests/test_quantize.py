@@ -40,8 +40,56 @@ def test_int8_replaces_every_linear_layer_and_stays_close(arch):
 def test_none_is_the_model_itself_and_names_are_checked():
     m = model("rnn")
     assert quantize_model(m, "none") is m
-    with pytest.raises(ConfigError, match="one of none, int8"):
+    with pytest.raises(ConfigError, match="one of none, int8, bf16"):
         quantize_model(m, "int4")
     with pytest.raises(ConfigError, match="--device cpu"):
         check_quantize("int8", torch.device("cuda"))
     check_quantize("none", torch.device("cuda"))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bf16_packs_every_linear_layer_in_bf16_and_keeps_the_weights(arch, monkeypatch,
+                                                                      capsys):
+    from seq2seq.packing import PackedLinear, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch has no oneDNN packed linear operators")
+    monkeypatch.setattr("seq2seq.quantize.cpu_has_bf16", lambda: True)
+    fp32 = model(arch)
+    n_linear = sum(isinstance(m, nn.Linear) for m in fp32.modules())
+    q = quantize_model(model(arch), "bf16")
+    packed = [m for m in q.modules() if isinstance(m, PackedLinear)]
+    assert len(packed) == n_linear > 0 and not any(type(m) is nn.Linear for m in q.modules())
+    assert all(m.dtype == torch.bfloat16 and m.packed is not None for m in packed)
+    # the parameters themselves stay fp32 and unchanged: only the packed copies are bf16
+    assert all(p.dtype == torch.float32 for p in q.parameters())
+    for (name, a), (_, b) in zip(fp32.state_dict().items(), q.state_dict().items()):
+        assert torch.equal(a, b), name
+    b = make_batch([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]])
+    with torch.no_grad():
+        ref = fp32(b.src, b.src_len, b.tgt_in).log_softmax(-1)
+        out = q(b.src, b.src_len, b.tgt_in)
+        assert out.dtype == torch.float32  # fp32 out, the search's scores in fp32
+        out = out.log_softmax(-1)
+    assert not torch.equal(ref, out)  # bf16 products round ...
+    assert (ref.exp() - out.exp()).abs().max() < 0.02  # ... but keep the distributions
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_bf16_warns_on_a_cpu_without_bf16_arithmetic(monkeypatch, capsys):
+    from seq2seq.packing import packing_available
+
+    if not packing_available():
+        pytest.skip("this torch has no oneDNN packed linear operators")
+    monkeypatch.setattr("seq2seq.quantize.cpu_has_bf16", lambda: False)
+    quantize_model(model("transformer"), "bf16")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--quantize bf16" in err and "emulated" in err
+
+
+def test_bf16_needs_the_cpu_and_onednn(monkeypatch):
+    with pytest.raises(ConfigError, match="--device cpu"):
+        check_quantize("bf16", torch.device("cuda"))
+    monkeypatch.setattr("seq2seq.quantize.packing_available", lambda: False)
+    with pytest.raises(ConfigError, match="oneDNN"):
+        check_quantize("bf16", torch.device("cpu"))
