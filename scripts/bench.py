@@ -69,6 +69,7 @@ from seq2seq.runtime import (  # noqa: E402
     autocast,
     bound_onednn_cache,
     cpu_has_bf16,
+    keep_freed_memory,
     pick_device,
     resolve_precision,
     return_freed_memory,
@@ -299,6 +300,7 @@ def bench_paired(config: Path, updates: int, warmup: int, data: str | None, prec
 def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[int],
                  fixed_length: int | None, quantize: str, device: str,
                  workers: list[int] = (0,), pack: bool = True) -> list[dict]:
+    keep_freed_memory()  # as seq2seq eval/translate decode (after any training benchmark)
     tr = Translator.from_run(run, device=device, quantize=quantize, pack=pack)
     ds = load_split(tr.config.data, split_name(tr.config.data, "test"))
     src_ids = tr.src_vocab.encode(ds["src"][:sentences])

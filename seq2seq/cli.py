@@ -88,7 +88,9 @@ def _translator(run: Path, checkpoint: str, device: str, batch_size: int | None,
     """Load the run's translator with its search options: the run's decode config with the
     command line's options that were given (None = the run's value), validated."""
     from seq2seq.inference import Translator
+    from seq2seq.runtime import keep_freed_memory
 
+    keep_freed_memory()  # a decoding process: large blocks reused, not mapped anew every step
     tr = Translator.from_run(run, checkpoint=checkpoint, device=device, quantize=quantize,
                              pack=pack)
     if n_best is None and beam is not None:  # a narrower beam than the run's n-best list

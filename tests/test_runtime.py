@@ -14,6 +14,7 @@ from seq2seq.runtime import (
     ONEDNN_CACHES,
     bound_onednn_cache,
     cpu_has_bf16,
+    keep_freed_memory,
     pick_device,
     tune_backends,
 )
@@ -98,3 +99,50 @@ def test_bound_onednn_cache_bounds_what_new_shapes_leave_behind():
     unbounded, bounded = kept(1024), kept(4)  # 112 and 1.7 MB on an AVX-512 BF16 CPU
     assert unbounded > 20e6
     assert bounded < 0.1 * unbounded
+
+
+# a fresh process: mapped bytes (mallinfo2's hblkhd) while a 16 MB tensor is alive, before and
+# after keep_freed_memory, which then returns in the last line
+_MAPPED = textwrap.dedent("""
+    import ctypes, sys
+    import torch
+    from seq2seq.runtime import keep_freed_memory
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                    "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+
+    def mapped_while_alive():
+        x = torch.empty(4 << 20)  # 16 MB
+        return libc.mallinfo2().hblkhd
+
+    before = mapped_while_alive()
+    kept = keep_freed_memory()
+    print(before, mapped_while_alive(), kept)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_keep_freed_memory_serves_large_blocks_from_the_heap_unless_the_user_set_malloc():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")
+           and k != "GLIBC_TUNABLES"}
+
+    def run(extra: dict) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", _MAPPED], env={**env, **extra},
+                             capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    before, after, kept = run({})
+    assert kept == "True"
+    assert int(before) >= 16 << 20  # glibc's default: a block this large is a memory map
+    assert int(after) < 16 << 20  # ... and from the heap after the call
+    # the user's own malloc settings win: nothing changes
+    assert run({"MALLOC_TOP_PAD_": "0"})[2] == "False"
+
+
+def test_keep_freed_memory_is_a_no_op_off_linux(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert keep_freed_memory() is False
