@@ -159,18 +159,21 @@ class DecoderLayer(nn.Module):
         self.ff = FeedForward(d, cfg.ff_size, cfg.relu_dropout)
         self.subs = nn.ModuleList(Sublayer(d, cfg.dropout, pre) for _ in range(3))
 
-    def forward(self, y, cross_kv, src_mask, cache: torch.Tensor | None = None,
+    def forward(self, y, cross_kv, src_mask, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 need_weights: bool = False, average_heads: bool = True):
-        """y (B, L, d) new target positions; cache (B, 2h, t, d_k) keys/values of the earlier
-        positions (None in training). Returns y, the updated cache, cross-attention weights."""
+        """y (B, L, d) new target positions; cross_kv the memory's keys and values, (B, 2h, S,
+        d_k) or a pair of (B, h, S, d_k); cache the earlier positions' keys and values, a pair
+        of (B, h, t, d_k) (None in training). Returns y, the updated cache, cross-attention
+        weights."""
         new_cache = None
 
         def self_attn(h):
             nonlocal new_cache
             kv = self.self_attn.project_keys(h)  # (B, 2h, L, d_k)
             if cache is not None:  # the earlier positions' keys and values, then these
-                kv = torch.cat([cache, kv], dim=2)  # (B, 2h, t + L, d_k)
-            new_cache = kv
+                k, v = self.self_attn.split_keys(kv)
+                # (B, h, t + L, d_k) each, contiguous
+                kv = new_cache = (torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2))
             return self.self_attn(h, kv, causal=True, need_weights=False)[0]
 
         weights = None
@@ -178,7 +181,8 @@ class DecoderLayer(nn.Module):
         def cross_attn(h):
             nonlocal weights
             B, L, d = h.shape
-            K = B // cross_kv.size(0)  # hypotheses per sentence sharing its memory (beam search)
+            rows = (cross_kv[0] if isinstance(cross_kv, tuple) else cross_kv).size(0)
+            K = B // rows  # hypotheses per sentence sharing its memory (beam search)
             if K > 1:  # one step (L = 1) of K hypotheses: K queries against one memory row
                 h = h.view(B // K, K * L, d)
             out, weights = self.cross_attn(h, cross_kv, mask=src_mask, need_weights=need_weights,
@@ -229,24 +233,30 @@ class Transformer(Seq2SeqModel):
         x = self.enc_norm(x)  # (B, S, d)
         memory: State = {"mask": mask}
         for i, layer in enumerate(self.decoder_layers):
-            memory[f"cross{i}"] = layer.cross_attn.project_keys(x)  # (B, 2h, S, d_k)
+            k, v = layer.cross_attn.split_keys(layer.cross_attn.project_keys(x))
+            if not torch.is_grad_enabled():  # decoding: each contiguous, for batched products
+                k, v = k.contiguous(), v.contiguous()
+            memory[f"cross_k{i}"], memory[f"cross_v{i}"] = k, v  # (B, h, S, d_k) each
         return memory
+
+    def _cross(self, memory: State, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return memory[f"cross_k{i}"], memory[f"cross_v{i}"]
 
     def init_state(self, memory: State) -> State:
         B = memory["mask"].size(0)
         state: State = {"step": torch.zeros(B, 1, dtype=torch.long, device=memory["mask"].device)}
         for i, layer in enumerate(self.decoder_layers):
-            h = layer.self_attn.heads
-            state[f"self{i}"] = memory["mask"].new_zeros(
-                (B, 2 * h, 0, layer.self_attn.d_k), dtype=memory[f"cross{i}"].dtype
-            )
+            h, d_k = layer.self_attn.heads, layer.self_attn.d_k
+            for part in "kv":  # the keys and values of the positions so far: (B, h, t, d_k)
+                state[f"self_{part}{i}"] = memory["mask"].new_zeros(
+                    (B, h, 0, d_k), dtype=memory[f"cross_k{i}"].dtype)
         return state
 
     def _decode(self, memory, y, caches, need_weights):
         new_caches, weights = [], None
         for i, layer in enumerate(self.decoder_layers):
             last = i == len(self.decoder_layers) - 1
-            y, cache, w = layer(y, memory[f"cross{i}"], memory["mask"],
+            y, cache, w = layer(y, self._cross(memory, i), memory["mask"],
                                 None if caches is None else caches[i], need_weights and last)
             new_caches.append(cache)
             weights = w if last else weights
@@ -255,11 +265,12 @@ class Transformer(Seq2SeqModel):
     def decode_step(self, memory, state, prev, need_attention=True):
         step = state["step"]
         y = self.tgt_embed(prev.unsqueeze(1), step)  # (B, 1, d) at position t
-        caches = [state[f"self{i}"] for i in range(len(self.decoder_layers))]
+        caches = [(state[f"self_k{i}"], state[f"self_v{i}"])
+                  for i in range(len(self.decoder_layers))]
         y, caches, weights = self._decode(memory, y, caches, need_weights=need_attention)
         new: State = {"step": step + 1}
-        for i, c in enumerate(caches):
-            new[f"self{i}"] = c
+        for i, (k, v) in enumerate(caches):
+            new[f"self_k{i}"], new[f"self_v{i}"] = k, v
         log_probs = F.log_softmax(self.project(y[:, 0]), dim=-1)
         return log_probs, new, (weights[:, 0] if weights is not None else None)
 
@@ -275,7 +286,7 @@ class Transformer(Seq2SeqModel):
         y = self.tgt_embed(tgt_in)
         maps = {}
         for i, layer in enumerate(self.decoder_layers):
-            y, _, w = layer(y, memory[f"cross{i}"], memory["mask"], None, need_weights=True,
+            y, _, w = layer(y, self._cross(memory, i), memory["mask"], None, need_weights=True,
                             average_heads=False)
             maps[f"layer {i + 1}"] = w
         return maps
