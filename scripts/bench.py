@@ -407,7 +407,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--beams", default="1,5", help="beam sizes to time decoding with")
     ap.add_argument("--fixed-length", type=int,
                     help="force every output to this many decoder steps (eos included)")
-    ap.add_argument("--quantize", default="none", help="comma-separated: none, int8")
+    ap.add_argument("--quantize", default="none", help="comma-separated: none, int8, bf16")
     ap.add_argument("--pack", default="on", help="comma-separated on, off: the fp32 output "
                     "layer's weights packed for oneDNN on a CPU (seq2seq.packing), or F.linear")
     ap.add_argument("--workers", default="0", help="comma-separated decode.workers: batches "
@@ -464,7 +464,8 @@ def main() -> int:
         beams = [int(x) for x in args.beams.split(",")]
         if not set(args.pack.split(",")) <= {"on", "off"}:
             raise SystemExit(f"bench.py: --pack takes on, off or on,off, not {args.pack!r}")
-        # (quantize, pack) settings; int8 layers are never packed, so int8 is timed once
+        # (quantize, pack) settings; --pack concerns fp32 only (int8 layers are never packed, bf16
+        # ones always), so int8 and bf16 are timed once
         settings = list(dict.fromkeys((q, q == "none" and x == "on")
                                       for q in args.quantize.split(",")
                                       for x in args.pack.split(",")))
