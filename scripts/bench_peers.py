@@ -519,24 +519,24 @@ def bench_decoding(peers: Peers, work: Path, threads: int) -> list[dict]:
     onmt = decode_onmt(peers, model, test_src, work)
     ct2 = decode_ct2(peers, model, test_src, work, threads)
     steps = sentences * FIXED_LENGTH
+
+    def seq2seq_at_best(speeds: dict[int, float], ct2_rate: float, suffix: str = "") -> dict:
+        at = max(speeds, key=speeds.get)  # the faster layout
+        return {f"seq2seq{suffix}": speeds[at], f"seq2seq{suffix}_layout": layout(at, threads),
+                f"seq2seq{suffix}_all": {layout(k, threads): v for k, v in speeds.items()},
+                f"ratio_ct2{suffix}": speeds[at] / ct2_rate}
+
     rows = []
     for beam in BEAMS:  # each tool at its faster layout of the same threads
-        ours_at = max(ours[beam], key=ours[beam].get)
         ct2_at = min(ct2[beam], key=ct2[beam].get)
+        ct2_rate = steps / ct2[beam][ct2_at]
         rows.append({"model": DECODED_MODEL, "beam": beam, "batch": DECODE_BATCH,
-                     "sentences": sentences, "seq2seq": ours[beam][ours_at],
-                     "seq2seq_layout": layout(ours_at, threads), "onmt": steps / onmt[beam],
-                     "ct2": steps / ct2[beam][ct2_at], "ct2_layout": layout(ct2_at, threads),
-                     "seq2seq_all": {layout(k, threads): v for k, v in ours[beam].items()},
+                     "sentences": sentences, "onmt": steps / onmt[beam],
+                     "ct2": ct2_rate, "ct2_layout": layout(ct2_at, threads),
                      "ct2_all": {layout(k, threads): steps / v for k, v in ct2[beam].items()},
-                     "ratio_ct2": ours[beam][ours_at] / (steps / ct2[beam][ct2_at])})
+                     **seq2seq_at_best(ours[beam], ct2_rate)})
         if bf16 is not None:
-            bf16_at = max(bf16[beam], key=bf16[beam].get)
-            rows[-1].update({
-                "seq2seq_bf16": bf16[beam][bf16_at],
-                "seq2seq_bf16_layout": layout(bf16_at, threads),
-                "seq2seq_bf16_all": {layout(k, threads): v for k, v in bf16[beam].items()},
-                "ratio_ct2_bf16": bf16[beam][bf16_at] / (steps / ct2[beam][ct2_at])})
+            rows[-1].update(seq2seq_at_best(bf16[beam], ct2_rate, "_bf16"))
     return rows
 
 

@@ -326,9 +326,10 @@ class MultiHeadAttention(nn.Module):
     The product runs through ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels
     on CPU and GPU) unless the weights are needed (plots, hard attention) or dropped out with
     ``fast`` masks (training on a CPU, :mod:`seq2seq.dropout`), when the formula above is
-    computed explicitly; a test checks that the two agree. The returned weights are the mean over
-    heads. ``key_size`` is the size of the keys/values; the output has ``out_size`` features;
-    ``heads`` divides ``model_size`` (the config checks it).
+    computed explicitly, or a decoder step on a CPU, which runs as two batched products
+    (:func:`_few_queries`, faster for a few queries); tests check that they agree. The
+    returned weights are the mean over heads. ``key_size`` is the size of the keys/values; the
+    output has ``out_size`` features; ``heads`` divides ``model_size`` (the config checks it).
     """
 
     def __init__(self, query_size: int, key_size: int, model_size: int, heads: int,
@@ -357,12 +358,15 @@ class MultiHeadAttention(nn.Module):
         return proj_keys[:, : self.heads], proj_keys[:, self.heads :]
 
     def forward(self, query, proj_keys, mask=None, need_weights: bool = True,
-                causal: bool = False, average_heads: bool = True):
+                causal: bool = False, average_heads: bool = True, step: bool = False):
         """query (B, T, Dq), proj_keys from :meth:`project_keys` (or its keys and values as a
         pair, see :meth:`split_keys`), mask (B, S) True = attend -> output (B, T, out), weights
         (B, T, S) averaged over heads, or (B, h, T, S) with ``average_heads=False`` (None if
         not needed). ``causal``: the T queries are the last T of the S keys' positions and see
-        keys up to their own (one query, as in incremental decoding, sees them all)."""
+        keys up to their own (one query, as in incremental decoding, sees them all). ``step``:
+        a decoder step (a few queries: one, or a sentence's beams), which on a CPU, without
+        gradients or dropout and over contiguous keys and values, runs as batched products
+        (:func:`_few_queries`)."""
         q = self._split(self.W_q(query))  # (B, h, T, d_k)
         k, v = (proj_keys if isinstance(proj_keys, tuple)
                 else self.split_keys(proj_keys))  # (B, h, S, d_k)
@@ -377,8 +381,9 @@ class MultiHeadAttention(nn.Module):
         if causal and T > 1 and not fused_causal:
             allowed = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
             attn_mask = allowed if attn_mask is None else attn_mask & allowed
-        if (not explicit and T < S and q.device.type == "cpu" and k.is_contiguous()
-                and v.is_contiguous() and not torch.is_grad_enabled()):
+        if (step and not explicit and p == 0.0 and (T == 1 or not causal)
+                and q.device.type == "cpu" and k.is_contiguous() and v.is_contiguous()
+                and not torch.is_grad_enabled()):
             ctx, mean_weights = _few_queries(q, k, v, attn_mask), None
         elif explicit:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)  # (B, h, T, S)
@@ -404,6 +409,8 @@ def _few_queries(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """softmax(q k^T / sqrt(d_k)) v for a few queries (a decoder step: one, or a sentence's K
     beams) over contiguous keys and values, as batched products: q (B, h, T, d_k), k and v
     (B, h, S, d_k), attn_mask broadcastable to (B, h, T, S), True = attend -> (B, h, T, d_k).
+    Every query must see at least one key (a source ends with eos; a target prefix includes
+    the query's own position), or its row would be NaN.
     Timed alone on a CPU, one query over 20-30 keys took 0.6-0.7 of the fused kernel's time;
     in the decoder, greedy search was 2-14% faster (docs/performance.md, Decoding). It serves
     inference only (no gradients), where the memory's keys and values are made contiguous."""

@@ -1,4 +1,4 @@
-"""Linear layers with their weights prepacked for oneDNN, for fp32 inference on a CPU.
+"""Linear layers with their weights prepacked for oneDNN, for fp32 or bf16 inference on a CPU.
 
 ``torch.nn.functional.linear`` on a CPU hands each product to MKL's sgemm, which copies panels
 of the weight matrix into its own layout inside every call. During decoding the same weights
@@ -25,6 +25,11 @@ when gradients are wanted, and for weights moved off the CPU or out of fp32. The
 again after the weight changes in place (an optimizer step, ``load_state_dict``) and after the
 module is moved, converted or copied.
 Where the operators are missing (a torch built without oneDNN) nothing is packed.
+
+With ``dtype=torch.bfloat16`` (``--quantize bf16``, :mod:`seq2seq.quantize`) a layer packs a
+bf16 copy of its weight and bias instead: its input is rounded to bf16, the product accumulates
+in fp32 and the output comes back as fp32, as under bf16 autocast. Every linear layer is packed
+so; on a CPU with bf16 arithmetic the products run about twice as fast as fp32's.
 """
 
 from __future__ import annotations
@@ -56,6 +61,23 @@ def packing_available() -> bool:
         y = torch.ops.mkldnn._linear_pointwise(x, torch.ops.mkldnn._reorder_linear_weight(w, 2),
                                                b, "none", [], "")
         return bool(torch.allclose(y, F.linear(x, w, b), atol=1e-5))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+@functools.cache
+def bf16_packing_available() -> bool:
+    """Whether a bf16 copy can be packed and multiplied here (checked once on a small fixed
+    product against ``F.linear`` in fp32, to bf16's precision)."""
+    if not packing_available():
+        return False
+    try:
+        w = torch.arange(15, dtype=torch.float32).view(5, 3) / 7
+        x, b = torch.arange(6, dtype=torch.float32).view(2, 3) / 5, torch.ones(5)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w.bfloat16(), 2)
+        y = torch.ops.mkldnn._linear_pointwise(x.bfloat16(), packed, b.bfloat16(), "none",
+                                               [], "")
+        return bool(torch.allclose(y.float(), F.linear(x, w, b), atol=0.05, rtol=0.02))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from seq2seq.errors import ConfigError
-from seq2seq.packing import pack_linears, packing_available
+from seq2seq.packing import bf16_packing_available, pack_linears
 from seq2seq.runtime import cpu_has_bf16
 
 QUANTIZATIONS = ("none", "int8", "bf16")
@@ -42,9 +42,9 @@ def check_quantize(how: str, device: torch.device | None = None) -> None:
     if how != "none" and device is not None and device.type != "cpu":
         raise ConfigError(f"--quantize {how}: quantized kernels run on the CPU; add --device cpu "
                           f"(on a GPU, fp32/bf16 inference is the fast path)")
-    if how == "bf16" and not packing_available():
-        raise ConfigError("--quantize bf16: this torch has no oneDNN linear operators "
-                          "(torch.backends.mkldnn); use none or int8")
+    if how == "bf16" and not bf16_packing_available():
+        raise ConfigError("--quantize bf16: this torch's oneDNN cannot multiply in bf16 here "
+                          "(checked on a small product); use none or int8")
 
 
 def quantize_model(model: nn.Module, how: str) -> nn.Module:
@@ -54,7 +54,7 @@ def quantize_model(model: nn.Module, how: str) -> nn.Module:
     if how == "none":
         return model
     if how == "bf16":
-        if not cpu_has_bf16():
+        if not cpu_has_bf16():  # one line, as seq2seq.inference.print_warning writes them
             print("warning: --quantize bf16: this CPU has no bf16 arithmetic (AVX-512 BF16 or "
                   "AMX), so the products are emulated and slower than fp32", file=sys.stderr,
                   flush=True)

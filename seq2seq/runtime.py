@@ -35,6 +35,18 @@ ONEDNN_CACHE_CAPACITY = 16
 ONEDNN_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
 
+def _mallopt(*settings: tuple[int, int]) -> bool:
+    """glibc's ``mallopt(param, value)`` for each pair; whether all of them took (False where
+    this is not Linux's glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all([libc.mallopt(param, value) == 1 for param, value in settings])
+    except (OSError, AttributeError):
+        return False
+
+
 def return_freed_memory(threshold: int = 1 << 20) -> bool:
     """Have glibc's malloc serve every block of ``threshold`` bytes or more with its own memory
     map, handed back to the system when freed.
@@ -45,13 +57,7 @@ def return_freed_memory(threshold: int = 1 << 20) -> bool:
     fragments and the process holds about half as much memory again as it uses (Transformer
     on Multi30k: 1.6 GB peak instead of 1.2 GB, docs/performance.md). Returns False where
     this is not glibc (nothing changes there)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):
-        return False
+    return _mallopt((M_MMAP_THRESHOLD, threshold))
 
 
 def keep_freed_memory(threshold: int = 64 << 20) -> bool:
@@ -62,20 +68,19 @@ def keep_freed_memory(threshold: int = 64 << 20) -> bool:
     A search step allocates the same large blocks every step (a beam's reordered key/value
     caches, the logits over the vocabulary); by default each block over glibc's threshold is a
     fresh memory map whose pages fault in one by one, and freed heap memory is trimmed back to
-    the system. Decoding Multi30k's test set with beam 5 was 4-7% faster this way (about 10%
-    on one thread) for about 100 MB more peak memory (docs/performance.md, Decoding). The CLI's
-    ``eval`` and ``translate`` call this; training does the opposite
+    the system. Decoding Multi30k's test set with beam 5 was 4-7% faster this way with two
+    workers (8-16% on one thread) for 80-100 MB more peak memory (docs/performance.md). The
+    CLI's ``eval`` and ``translate`` call this; training does the opposite
     (:func:`return_freed_memory`). Returns False where this is not glibc or where the user
-    set glibc's malloc variables (:data:`MALLOC_ENV`): nothing changes then."""
-    if not sys.platform.startswith("linux") or any(v in os.environ for v in MALLOC_ENV):
+    set glibc's malloc variables (:data:`MALLOC_ENV`, or ``glibc.malloc`` tunables): nothing
+    changes then."""
+    user = [v for v in MALLOC_ENV if v in os.environ]
+    if user == ["GLIBC_TUNABLES"] and "glibc.malloc." not in os.environ["GLIBC_TUNABLES"]:
+        user = []  # tunables of other parts of glibc
+    if user:
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return all(libc.mallopt(param, value) == 1 for param, value in (
-            (M_MMAP_THRESHOLD, threshold), (M_TRIM_THRESHOLD, 4 * threshold),
-            (M_TOP_PAD, threshold)))
-    except (OSError, AttributeError):
-        return False
+    return _mallopt((M_MMAP_THRESHOLD, threshold), (M_TRIM_THRESHOLD, 4 * threshold),
+                    (M_TOP_PAD, threshold))
 
 
 def bound_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> dict[str, str]:

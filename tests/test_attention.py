@@ -9,6 +9,7 @@ from seq2seq.attention import (
     LocalMonotonicWindow,
     LocalPredictiveWindow,
     MultiHeadAttention,
+    _few_queries,
     build_attention,
     build_score,
 )
@@ -285,3 +286,40 @@ def test_scaled_dot_with_projections_projects_query_and_keys():
     assert attention("scaled_dot").score.W_q is None  # without: the states themselves
     with pytest.raises(ConfigError, match="projections: only for score: scaled_dot"):
         AttentionConfig(score="dot", projections=True).validate()
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_a_decoder_step_as_batched_products_equals_the_fused_kernel(T, monkeypatch):
+    """``step=True`` on a CPU without gradients runs as two batched products
+    (``_few_queries``) over contiguous keys and values: the same output as the fused kernel,
+    padding masked, for one query (greedy) and a few (a sentence's beams)."""
+    import seq2seq.attention as attention
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 16, 16, heads=4).eval()
+    B, S = 5, 7
+    query, keys = torch.randn(B, T, 16), torch.randn(B, S, 16)
+    mask = torch.ones(B, S, dtype=torch.bool)
+    mask[1, 4:], mask[3, 1:] = False, False  # padding; sentence 3 has one token
+    calls = []
+    monkeypatch.setattr(attention, "_few_queries",
+                        lambda *a: calls.append(1) or _few_queries(*a))
+    with torch.no_grad():
+        k, v = mha.split_keys(mha.project_keys(keys))
+        fused = mha(query, (k, v), mask=mask, need_weights=False)[0]
+        assert not calls
+        fast = mha(query, (k.contiguous(), v.contiguous()), mask=mask, need_weights=False,
+                   step=True)[0]
+        assert len(calls) == 1
+        explicit, _ = mha(query, (k, v), mask=mask, need_weights=True)
+    torch.testing.assert_close(fast, fused, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fast, explicit, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # views, not contiguous: the fused kernel, as before
+        mha(query, (k, v), mask=mask, need_weights=False, step=True)
+    mha.train()  # never with gradients or in training (dropout)
+    mha(query, (k.contiguous(), v.contiguous()), mask=mask, need_weights=False, step=True)
+    with torch.no_grad():
+        mha.dropout = 0.5
+        mha(query, (k.contiguous(), v.contiguous()), mask=mask, need_weights=False, step=True)
+    assert len(calls) == 1
+

@@ -165,14 +165,43 @@ def test_transformer_decoder_never_sees_the_future(name):
 
 @pytest.mark.parametrize("name", TRANSFORMERS)
 def test_transformer_converted_to_another_dtype_runs_in_it(name):
-    """The sinusoidal position table follows the embeddings' dtype (made anew after .to())."""
+    """The sinusoidal position table follows the embeddings' dtype (made anew after .to()): a
+    bf16 model runs in bf16 (a float32 table would make the first product fail)."""
     model = model_for(VARIANTS[name])
     src, src_len, tgt_in = toy_batch()
     with torch.no_grad():
         ref = model(src, src_len, tgt_in)
-        out = model.double()(src, src_len, tgt_in)
-    assert out.dtype == torch.float64
-    torch.testing.assert_close(out.float(), ref, atol=1e-4, rtol=1e-4)
+        out = model.bfloat16()(src, src_len, tgt_in)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_decoder_layer_with_shared_memory_gives_per_head_weights_per_hypothesis(name):
+    """K hypotheses a memory row (beam search) give what K copies of the memory give: outputs,
+    averaged weights and per-head weights, row for row."""
+    model = model_for(VARIANTS[name])
+    src, src_len, tgt_in = toy_batch()
+    K = 3
+    with torch.no_grad():
+        memory = model.encode(src, src_len)
+        layer = model.decoder_layers[0]
+        B = src.size(0)
+        y = torch.randn(B * K, 1, model.cfg.embed_size)
+        rows = torch.arange(B).repeat_interleave(K)
+        shared = model._cross(memory, 0)
+        copies = tuple(t.index_select(0, rows) for t in shared)
+        empty = model.init_state(memory)
+        cache = tuple(empty[f"self_{p}0"].index_select(0, rows) for p in "kv")
+        for average in (True, False):
+            a = layer(y, shared, memory["mask"], cache, need_weights=True, average_heads=average)
+            r = layer(y, copies, memory["mask"][rows], cache, need_weights=True,
+                      average_heads=average)
+            torch.testing.assert_close(a[0], r[0], atol=1e-5, rtol=1e-5)
+            assert a[2].shape == r[2].shape
+            torch.testing.assert_close(a[2], r[2], atol=1e-6, rtol=1e-5)
+        with pytest.raises(ValueError, match="evenly"):
+            layer(y[:-1], shared, memory["mask"], tuple(c[:-1] for c in cache))
 
 
 def test_transformer_parameter_count_of_the_cpu_config():

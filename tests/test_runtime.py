@@ -141,6 +141,8 @@ def test_keep_freed_memory_serves_large_blocks_from_the_heap_unless_the_user_set
     assert int(after) < 16 << 20  # ... and from the heap after the call
     # the user's own malloc settings win: nothing changes
     assert run({"MALLOC_TOP_PAD_": "0"})[2] == "False"
+    assert run({"GLIBC_TUNABLES": "glibc.malloc.top_pad=0"})[2] == "False"
+    assert run({"GLIBC_TUNABLES": "glibc.rtld.nns=4"})[2] == "True"  # not malloc's
 
 
 def test_keep_freed_memory_is_a_no_op_off_linux(monkeypatch):

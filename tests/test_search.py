@@ -136,6 +136,26 @@ def test_beam_with_one_memory_row_per_sentence_equals_repeated_memory(return_att
                 assert ha.attention is None
 
 
+@pytest.mark.parametrize("beam", [1, 4])
+def test_transformer_steps_take_the_batched_attention_on_the_cpu(beam, monkeypatch):
+    """Every decoder step's self- and cross-attention runs as batched products
+    (attention._few_queries): a silent fall-back to the fused kernel would fail here."""
+    import seq2seq.attention as attention
+
+    calls = []
+    few = attention._few_queries
+    monkeypatch.setattr(attention, "_few_queries", lambda *a: calls.append(a[0].shape) or few(*a))
+    m = model("transformer")
+    b = make_batch(sources(6, seed=2))
+    limit = torch.full((6,), 4)
+    strategy = Beam(beam_size=beam) if beam > 1 else Greedy()
+    strategy.search(m, b.src, b.src_len, limit)
+    layers = len(m.decoder_layers)
+    assert len(calls) >= 2 * layers * 2  # self and cross, every layer, at least two steps
+    if beam > 1:  # the cross-attention's queries: a sentence's beams against one memory row
+        assert (6, 2, beam, 8) in calls
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_nbest_sorted_and_first_is_one_best(arch):
     m = model(arch)

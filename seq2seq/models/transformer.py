@@ -13,8 +13,11 @@ sub-layer with a final norm on each stack (``pre``). The attention module is
 ``scaled_dot_product_attention`` in training.
 
 Incremental decoding: the decoder state caches, per layer, the keys and values of the target
-prefix, ``(B, 2h, t, d_k)``, so a step costs one position; the cross-attention keys and values of
-the source are computed once in :meth:`encode`.
+prefix, two tensors of ``(B, h, t, d_k)``, so a step costs one position; the cross-attention
+keys and values of the source are computed once in :meth:`encode` (made contiguous when no
+gradients are wanted). In beam search the K hypotheses of a sentence share its memory row
+(:attr:`~seq2seq.models.base.Seq2SeqModel.shares_memory`). A step's attention runs as batched
+products on a CPU (:func:`seq2seq.attention._few_queries`).
 """
 
 from __future__ import annotations
@@ -161,35 +164,44 @@ class DecoderLayer(nn.Module):
 
     def forward(self, y, cross_kv, src_mask, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 need_weights: bool = False, average_heads: bool = True):
-        """y (B, L, d) new target positions; cross_kv the memory's keys and values, (B, 2h, S,
-        d_k) or a pair of (B, h, S, d_k); cache the earlier positions' keys and values, a pair
-        of (B, h, t, d_k) (None in training). Returns y, the updated cache, cross-attention
-        weights."""
+        """y (B, L, d) new target positions; cross_kv the memory's keys and values, a pair of
+        (B / K, h, S, d_k) (K hypotheses a memory row in beam search, else 1); cache the
+        earlier positions' keys and values, a pair of (B, h, t, d_k) (None in training).
+        Returns y, the updated cache, cross-attention weights (B, L, S), or (B, h, L, S) with
+        ``average_heads=False``."""
         new_cache = None
+        step = cache is not None  # incremental decoding: a few queries, the fast path may serve
 
         def self_attn(h):
             nonlocal new_cache
             kv = self.self_attn.project_keys(h)  # (B, 2h, L, d_k)
-            if cache is not None:  # the earlier positions' keys and values, then these
+            if step:  # the earlier positions' keys and values, then these
                 k, v = self.self_attn.split_keys(kv)
                 # (B, h, t + L, d_k) each, contiguous
                 kv = new_cache = (torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2))
-            return self.self_attn(h, kv, causal=True, need_weights=False)[0]
+            return self.self_attn(h, kv, causal=True, need_weights=False, step=step)[0]
 
         weights = None
 
         def cross_attn(h):
             nonlocal weights
             B, L, d = h.shape
-            rows = (cross_kv[0] if isinstance(cross_kv, tuple) else cross_kv).size(0)
+            rows = cross_kv[0].size(0)
+            if B % rows:
+                raise ValueError(f"{B} target rows do not share {rows} memory rows evenly")
             K = B // rows  # hypotheses per sentence sharing its memory (beam search)
-            if K > 1:  # one step (L = 1) of K hypotheses: K queries against one memory row
-                h = h.view(B // K, K * L, d)
+            if K > 1:  # K hypotheses of L positions: K * L queries against one memory row
+                h = h.view(rows, K * L, d)
             out, weights = self.cross_attn(h, cross_kv, mask=src_mask, need_weights=need_weights,
-                                           average_heads=average_heads)
+                                           average_heads=average_heads, step=step)
             if K > 1:
                 out = out.view(B, L, -1)
-                weights = None if weights is None else weights.reshape(B, L, -1)
+                if weights is not None and average_heads:  # (rows, K * L, S)
+                    weights = weights.reshape(B, L, -1)
+                elif weights is not None:  # (rows, h, K * L, S) -> (B, h, L, S)
+                    n_heads, S = weights.size(1), weights.size(-1)
+                    weights = (weights.view(rows, n_heads, K, L, S).transpose(1, 2)
+                               .reshape(B, n_heads, L, S))
             return out
 
         y = self.subs[0](y, self_attn)
