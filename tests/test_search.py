@@ -243,3 +243,20 @@ def test_make_search_picks_the_strategy_and_checks_options():
         Beam(length_penalty="bogus")
     with pytest.raises(ValueError):
         Beam(beam_size=2, n_best=3)
+
+
+@pytest.mark.parametrize("shape,k", [((64, 40000), 10), ((3, 64 * 40), 10), ((5, 1000), 4),
+                                     ((2, 64 * 8), 10)])
+def test_top_k_equals_torch_topk(shape, k):
+    """Two passes (block maxima, then the best blocks) find torch.topk's values and indices,
+    -inf and ties across blocks included; shapes that are not whole blocks fall back."""
+    from seq2seq.search import top_k
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g)
+    x[0, : shape[1] // 2] = float("-inf")  # masked continuations
+    x[-1, 5], x[-1, shape[1] - 7] = 50.0, 49.0  # the best two far apart
+    values, indices = top_k(x, k)
+    ref = x.topk(k, dim=1)
+    assert torch.equal(values, ref.values) and torch.equal(indices, ref.indices)
+    assert indices[-1, :2].tolist() == [5, shape[1] - 7]
