@@ -12,9 +12,13 @@ the output layer over an 8k vocabulary, [64, 256] x [256, 8000], took 3.0 ms ins
 with both threads on it, and 4.6 ms instead of 7.2 ms on one thread (each decoding worker's
 share). The smaller products inside the model (256-1,024 outputs) gained 10-20% on two threads
 but were as fast or slower on one; decoding the test set with the two default workers, packing
-the output layer alone did as well as packing every layer. So by default only the output layer
-is packed, and only for a vocabulary of at least :data:`MIN_OUTPUTS` words. The results equal
-``F.linear``'s to float rounding (about 3e-6 on logits of size 1-10); tests check them.
+the output layer alone did as well as packing every layer. On a 2-core AMD EPYC with AVX-512 the
+small products gained on one thread too (a [64, 256] x [256, 1,024] product 324 us instead of
+365, greedy decoding 6-11% faster with every layer packed). So by default every layer is packed
+on a CPU with AVX-512, and elsewhere only the output layer, for a vocabulary of at least
+:data:`MIN_OUTPUTS` words (:func:`packs_every_layer`). A packed feed-forward layer applies its
+relu inside the product. The results equal ``F.linear``'s to float rounding (about 3e-6 on
+logits of size 1-10); tests check them.
 
 :func:`pack_linears` swaps those ``nn.Linear`` layers of a model for :class:`PackedLinear`;
 :class:`seq2seq.inference.Translator` does so on a CPU unless the linear layers are quantized or
@@ -39,6 +43,8 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from seq2seq.runtime import cpu_has_avx512
 
 #: the fewest outputs (words) of an output layer that :func:`pack_linears` packs by default:
 #: at 8,000 packing paid in every measured setting, at 1,024 outputs (a feed-forward layer)
@@ -82,12 +88,20 @@ def bf16_packing_available() -> bool:
         return False
 
 
+def _relu_if(y: torch.Tensor, relu: bool) -> torch.Tensor:
+    return F.relu(y) if relu else y
+
+
 class PackedLinear(nn.Module):
     """``y = x W^T + b`` for x (..., in), computed with a copy of W in oneDNN's packed layout.
 
     The ``nn.Linear`` it replaces lends it its weight and bias (the same parameters, so a weight
     tied to an embedding stays tied); the packed copy serves fp32 inputs without gradients or
     autocast, and ``F.linear`` on the parameters serves everything else."""
+
+    #: ``forward(x, relu=True)`` is ``relu(forward(x))``, fused where it can be (the
+    #: Transformer's feed-forward layer asks for it when it sees this)
+    fuses_relu = True
 
     def __init__(self, linear: nn.Linear, rows_hint: int = 64,
                  dtype: torch.dtype = torch.float32):
@@ -118,24 +132,26 @@ class PackedLinear(nn.Module):
         self.packed_version = self._versions()
         return True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """``x W^T + b``, or ``relu(x W^T + b)`` with ``relu`` (fused into the product when
+        the packed fp32 copy serves)."""
         w, b = self.weight, self.bias
         if (x.dtype != torch.float32 or x.device.type != "cpu"
                 or torch.is_autocast_enabled("cpu")
                 or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
-            return F.linear(x, w, b)
+            return _relu_if(F.linear(x, w, b), relu)
         # packed anew after the weight or bias changed in place (an optimizer step,
         # load_state_dict), was moved or converted, or the module was copied
         if (self.packed is None or self.packed_version != self._versions()) and not self.repack():
-            return F.linear(x, w, b)
+            return _relu_if(F.linear(x, w, b), relu)
         if self.dtype == torch.float32:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.packed_bias,
-                                                      "none", [], "")
+                                                      "relu" if relu else "none", [], "")
         # bf16: the input rounded to bf16 as autocast would, the product accumulated in fp32
         # by oneDNN, its output rounded to bf16 and handed back as fp32
         y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias,
                                                "none", [], "")
-        return y.to(torch.float32)
+        return _relu_if(y.to(torch.float32), relu)
 
     def _apply(self, fn, recurse=True):
         # .to(), .cuda(), .double() ... reach the parameters; the packed copy is made again
@@ -151,15 +167,18 @@ class PackedLinear(nn.Module):
                 + ("" if self.dtype == torch.float32 else f" ({str(self.dtype)[6:]})"))
 
 
-def pack_linears(model: nn.Module, every_layer: bool = False,
+def pack_linears(model: nn.Module, every_layer: bool | None = None,
                  min_outputs: int | None = None, dtype: torch.dtype = torch.float32) -> bool:
     """Replace, in place, plain fp32 ``nn.Linear`` layers on the CPU by :class:`PackedLinear`:
     the model's output layer (``generator``) if it has at least ``min_outputs`` (default
     :data:`MIN_OUTPUTS`) outputs, or with ``every_layer`` every linear layer with at least
-    ``min_outputs`` (default 1). Returns whether anything was packed (nothing where oneDNN's
-    operators are missing)."""
+    ``min_outputs`` (default 1). ``every_layer=None`` (the default) packs every layer on a CPU
+    with AVX-512 and the output layer alone elsewhere (:func:`packs_every_layer`). Returns
+    whether anything was packed (nothing where oneDNN's operators are missing)."""
     if not packing_available():
         return False
+    if every_layer is None:
+        every_layer = packs_every_layer()
     if min_outputs is None:
         min_outputs = 1 if every_layer else MIN_OUTPUTS
     layers = ([(module, name, child) for module in model.modules()
@@ -172,3 +191,11 @@ def pack_linears(model: nn.Module, every_layer: bool = False,
             setattr(module, name, PackedLinear(child, dtype=dtype))
             packed = True
     return packed
+
+
+def packs_every_layer() -> bool:
+    """Whether fp32 inference packs every linear layer, not just the output layer: on a CPU
+    with AVX-512, where oneDNN's kernels for the model's small products (64 rows, 256-1,024
+    outputs) beat ``F.linear`` on one thread too (greedy decoding 6-11% faster on a 2-core
+    AMD EPYC, docs/performance.md); on AVX2 CPUs they did not (see the module docstring)."""
+    return cpu_has_avx512()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import random
 import sys
@@ -129,14 +130,26 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them in /proc/cpuinfo (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(text.split())
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively (Linux flags avx512_bf16 or amx_bf16);
     elsewhere bf16 autocast is emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
-    except OSError:
-        return False
+    flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_avx512() -> bool:
+    """Whether this CPU has AVX-512 (Linux flag avx512f)."""
+    return "avx512f" in cpu_flags()
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -273,8 +273,9 @@ class Beam(DecodeStrategy):
             eos_lp = log_probs[rows, EOS]
             log_probs[rows] = float("-inf")
             log_probs[rows, EOS] = eos_lp
-        # score every continuation of every beam: (b, K*V); keep the 2K best
-        cand = (batch.scores.view(-1, 1) + log_probs).view(b, K * V)
+        # score every continuation of every beam: (b, K*V), written over log_probs (a (b*K, V)
+        # tensor fewer to fill a step); keep the 2K best
+        cand = log_probs.add_(batch.scores.view(-1, 1)).view(b, K * V)
         top_scores, top_idx = top_k(cand, min(2 * K, K * V))  # sorted, best first
         top_beam, top_tok = top_idx // V, top_idx % V
         src_row = (torch.arange(b, device=cand.device) * K).unsqueeze(1) + top_beam  # (b, 2K)

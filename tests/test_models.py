@@ -4,6 +4,7 @@ import torch
 from seq2seq.config import ModelConfig, load_config
 from seq2seq.errors import ConfigError
 from seq2seq.models import build_model, select
+from seq2seq.models.base import log_softmax_
 from seq2seq.special import BOS
 
 V = 30
@@ -350,3 +351,18 @@ def test_decoder_start_backward_and_summary():
 def test_decoder_start_is_checked(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_log_softmax_in_place_when_decoding_and_differentiable_in_training():
+    logits = torch.randn(4, 9) * 3
+    want = torch.log_softmax(logits, dim=-1)
+    with torch.no_grad():
+        x = logits.clone()
+        got = log_softmax_(x)
+        assert got.data_ptr() == x.data_ptr()  # written over the logits
+        assert torch.equal(got, want)
+    w = logits.clone().requires_grad_()
+    out = log_softmax_(w)
+    assert out.data_ptr() != w.data_ptr() and torch.equal(out, want)
+    out[:, 0].sum().backward()
+    assert w.grad is not None and torch.allclose(w.grad.sum(dim=-1), torch.zeros(4), atol=1e-6)

@@ -14,7 +14,13 @@ from seq2seq.config import load_config
 from seq2seq.evaluate import evaluate
 from seq2seq.inference import Translator, decode_ids
 from seq2seq.models import build_model
-from seq2seq.packing import MIN_OUTPUTS, PackedLinear, pack_linears, packing_available
+from seq2seq.packing import (
+    MIN_OUTPUTS,
+    PackedLinear,
+    pack_linears,
+    packing_available,
+    packs_every_layer,
+)
 from seq2seq.reproduce import _translator
 from seq2seq.run import RunDir
 
@@ -108,7 +114,8 @@ def test_pack_linears_replaces_the_layers_and_keeps_the_outputs(arch):
     ref, cfg = model(arch)
     packed, _ = model(arch)
     n_linear = sum(type(m) is nn.Linear for m in ref.modules())
-    assert not pack_linears(packed)  # a 50-word output layer is below MIN_OUTPUTS: unchanged
+    # a 50-word output layer is below MIN_OUTPUTS: unchanged
+    assert not pack_linears(packed, every_layer=False)
     assert sum(type(m) is nn.Linear for m in packed.modules()) == n_linear
     assert pack_linears(packed, every_layer=True)
     assert not any(type(m) is nn.Linear for m in packed.modules())
@@ -127,7 +134,9 @@ def test_pack_linears_replaces_the_layers_and_keeps_the_outputs(arch):
 
 
 @needs_onednn
-def test_by_default_only_the_output_layer_of_a_large_vocabulary_is_packed():
+def test_without_avx512_only_the_output_layer_of_a_large_vocabulary_is_packed(monkeypatch):
+    monkeypatch.setattr("seq2seq.packing.cpu_has_avx512", lambda: False)
+    assert not packs_every_layer()
     ref, _ = model("transformer", vocab=MIN_OUTPUTS)
     packed, _ = model("transformer", vocab=MIN_OUTPUTS)
     assert pack_linears(packed)
@@ -142,6 +151,50 @@ def test_by_default_only_the_output_layer_of_a_large_vocabulary_is_packed():
         torch.testing.assert_close(packed.project(h), ref.project(h), rtol=1e-5, atol=1e-5)
 
 
+@needs_onednn
+@pytest.mark.parametrize("arch", ARCHS)
+def test_with_avx512_every_layer_is_packed_by_default(arch, monkeypatch):
+    monkeypatch.setattr("seq2seq.packing.cpu_has_avx512", lambda: True)
+    assert packs_every_layer()
+    ref, _ = model(arch)
+    packed, _ = model(arch)
+    assert pack_linears(packed)  # every layer, the 50-word output layer too
+    assert not any(type(m) is nn.Linear for m in packed.modules())
+    b = make_batch([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]])
+    with torch.no_grad():
+        torch.testing.assert_close(packed(b.src, b.src_len, b.tgt_in),
+                                   ref(b.src, b.src_len, b.tgt_in), rtol=1e-4, atol=1e-5)
+
+
+@needs_onednn
+def test_relu_is_fused_into_a_packed_product_and_equals_the_unfused_pair():
+    torch.manual_seed(0)
+    lin = nn.Linear(24, 40)
+    packed = PackedLinear(lin)
+    x = torch.randn(5, 24)
+    with torch.no_grad():
+        want = F.relu(lin(x))
+        assert (want == 0).any() and (want > 0).any()
+        torch.testing.assert_close(packed(x, relu=True), want, rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the fallback applies it after
+            assert (packed(x, relu=True) >= 0).all()
+        assert (PackedLinear(lin, dtype=torch.bfloat16)(x, relu=True) >= 0).all()
+    y = packed(x, relu=True)  # with gradients: F.linear, then the relu
+    y.sum().backward()
+    assert lin.weight.grad is not None and bool(lin.weight.grad.abs().sum() > 0)
+    # the Transformer's feed-forward layer asks a packed first layer for the fused relu
+    ref, _ = model("transformer")
+    fused, _ = model("transformer")
+    pack_linears(fused, every_layer=True)
+    ff, calls = fused.decoder_layers[0].ff, []
+    forward = ff.w1.forward
+    ff.w1.forward = lambda h, relu=False: calls.append(relu) or forward(h, relu=relu)
+    h = torch.randn(2, 3, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ff(h), ref.decoder_layers[0].ff(h), rtol=1e-5, atol=1e-5)
+    assert calls == [True]
+
+
 LINES = ["Ein Hund läuft.", "Eine Katze schläft im Schnee.", "Ein Kind", "Mann liest Frau.",
          "Hund Hund Hund Katze Katze spielt."]
 
@@ -149,6 +202,7 @@ LINES = ["Ein Hund läuft.", "Eine Katze schläft im Schnee.", "Ein Kind", "Mann
 @needs_onednn
 @pytest.mark.parametrize("arch", ARCHS)
 def test_translator_packs_on_the_cpu_and_translates_alike(arch, tmp_path, monkeypatch):
+    monkeypatch.setattr("seq2seq.packing.cpu_has_avx512", lambda: False)  # the output layer
     run = make_run(tmp_path / "run", *ARCHS[arch])
     plain = Translator.from_run(run, device="cpu", pack=False)
     assert not plain.packed and not Translator.from_run(run, device="cpu").packed  # 60 words
@@ -161,6 +215,11 @@ def test_translator_packs_on_the_cpu_and_translates_alike(arch, tmp_path, monkey
     assert tr.translate(LINES, two) == plain.translate(LINES, two)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert len(tr.translate(LINES)) == len(LINES)
+    monkeypatch.setattr("seq2seq.packing.cpu_has_avx512", lambda: True)  # every layer
+    every = Translator.from_run(run, device="cpu")
+    assert not any(type(m) is nn.Linear for m in every.model.modules())
+    assert every.translate(LINES) == plain.translate(LINES)
+    assert every.translate(LINES, two) == plain.translate(LINES, two)
     # eval's report says how the output layer computed
     (tmp_path / "src.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
     (tmp_path / "ref.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")

@@ -25,6 +25,15 @@ def select(tree: State, index: torch.Tensor) -> State:
     return {k: v.index_select(0, index) for k, v in tree.items()}
 
 
+def log_softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits, dim=-1)``, written over ``logits`` where no gradient is wanted
+    (decoding): the same values without a second (rows, V) tensor to fill, which for beam
+    search's 5 x 64 rows over 8,000 words is 10 MB a step."""
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return torch.log_softmax(logits, dim=-1)
+    return torch.log_softmax(logits, dim=-1, out=logits)
+
+
 class Seq2SeqModel(nn.Module):
     """Abstract encoder-decoder."""
 

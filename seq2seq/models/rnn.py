@@ -40,7 +40,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -48,7 +47,7 @@ from seq2seq import choices
 from seq2seq.attention import MultiHeadAttention, build_attention
 from seq2seq.choices import ARCHITECTURES, DECODERS
 from seq2seq.dropout import Dropout
-from seq2seq.models.base import Seq2SeqModel, State
+from seq2seq.models.base import Seq2SeqModel, State, log_softmax_
 from seq2seq.special import PAD
 
 if TYPE_CHECKING:
@@ -235,7 +234,7 @@ class RNNSeq2Seq(Seq2SeqModel):
     def decode_step(self, memory, state, prev, need_attention=True):
         emb = self.tgt_embedding(prev).unsqueeze(1)  # (B, 1, E)
         t, state, weights = self._advance(memory, state, emb)
-        log_probs = F.log_softmax(self.project(t[:, 0]), dim=-1)  # (B, V)
+        log_probs = log_softmax_(self.project(t[:, 0]))  # (B, V)
         return log_probs, state, (weights[:, 0] if weights is not None else None)
 
     def features(self, src, src_len, tgt_in):

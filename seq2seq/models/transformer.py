@@ -33,7 +33,7 @@ from seq2seq import choices
 from seq2seq.attention import MultiHeadAttention
 from seq2seq.choices import ARCHITECTURES
 from seq2seq.dropout import Dropout, noise
-from seq2seq.models.base import Seq2SeqModel, State
+from seq2seq.models.base import Seq2SeqModel, State, log_softmax_
 from seq2seq.special import PAD
 
 if TYPE_CHECKING:
@@ -113,11 +113,12 @@ class FeedForward(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x):
-        h = self.w1(x)  # (B, L, ff)
         p = self.dropout.p
         if self.training and 0 < p < 1:
-            return self.w2(_ReluDropout.apply(h, p))
-        return self.w2(self.dropout(F.relu(h)))
+            return self.w2(_ReluDropout.apply(self.w1(x), p))  # h (B, L, ff)
+        if not self.training and getattr(self.w1, "fuses_relu", False):
+            return self.w2(self.w1(x, relu=True))  # a layer packed for inference fuses the relu
+        return self.w2(self.dropout(F.relu(self.w1(x))))
 
 
 class Sublayer(nn.Module):
@@ -283,7 +284,7 @@ class Transformer(Seq2SeqModel):
         new: State = {"step": step + 1}
         for i, (k, v) in enumerate(caches):
             new[f"self_k{i}"], new[f"self_v{i}"] = k, v
-        log_probs = F.log_softmax(self.project(y[:, 0]), dim=-1)
+        log_probs = log_softmax_(self.project(y[:, 0]))  # (B, V)
         return log_probs, new, (weights[:, 0] if weights is not None else None)
 
     def features(self, src, src_len, tgt_in):
