@@ -109,6 +109,7 @@ class WorkingBatch:
         self.src_len, self.limit = src_len, limit  # (B,) per input sentence
         self.sent = torch.arange(B, device=device)  # input index of each working sentence
         self.prev = torch.full((B * width,), BOS, dtype=torch.long, device=device)
+        self.reorder_state = select  # the model's Seq2SeqModel.reorder_state, set by the search
 
     def at_limit(self, step: int) -> torch.Tensor:
         """(b,): the working sentences whose next token is their last (only eos may follow)."""
@@ -123,7 +124,7 @@ class WorkingBatch:
 
         rows = rows_of(self.width)
         self.memory = select(self.memory, rows_of(self.memory_width))
-        self.state = select(self.state, rows)
+        self.state = self.reorder_state(self.state, rows)
         for names, index in ((self.row_fields, rows), (self.sentence_fields, keep)):
             for name in names:
                 value = getattr(self, name)
@@ -159,14 +160,14 @@ class DecodeStrategy:
         else:  # K rows per sentence: (B * K, ...), the memory too unless the model shares it
             rows = torch.arange(src.size(0), device=src.device).repeat_interleave(self.width)
             if model.shares_memory:
-                state = select(model.init_state(memory), rows)
+                state = model.reorder_state(model.init_state(memory), rows)
             else:
                 memory = select(memory, rows)
                 state = model.init_state(memory)
         batch = self.begin(memory, state, src, src_len, max_len.to(src.device))
+        batch.reorder_state = model.reorder_state
         for step in range(int(batch.limit.max())):
-            log_probs, batch.state, weights = model.decode_step(
-                batch.memory, batch.state, batch.prev, self.return_attention)
+            log_probs, batch.state, weights = self._decode_step(model, batch, step)
             if step < self.min_len:  # too short to end, unless at the limit
                 rows = ~batch.at_limit(step).repeat_interleave(self.width)
                 log_probs[rows, EOS] = float("-inf")
@@ -176,6 +177,24 @@ class DecodeStrategy:
             if bool(done.any()):
                 batch.shrink((~done).nonzero(as_tuple=True)[0])
         return self.finish(batch)
+
+    def _decode_step(self, model: Seq2SeqModel, batch: WorkingBatch, step: int
+                     ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+        """One ``decode_step`` on every row of ``batch``. At step 0 the ``width`` rows of a
+        sentence hold the same start state and token (bos), so one row of each sentence is
+        decoded and its outputs are copied to the others: for beam search's 5 beams a fifth of
+        the first step's products."""
+        if step > 0 or batch.width == 1:
+            return model.decode_step(batch.memory, batch.state, batch.prev, self.return_attention)
+        rows = batch.prev.numel()
+        first = torch.arange(0, rows, batch.width, device=batch.prev.device)  # (b,)
+        memory = batch.memory if batch.memory_width == 1 else select(batch.memory, first)
+        log_probs, state, weights = model.decode_step(
+            memory, model.reorder_state(batch.state, first), batch.prev[first],
+            self.return_attention)
+        spread = torch.arange(first.numel(), device=first.device).repeat_interleave(batch.width)
+        return (log_probs.index_select(0, spread), model.reorder_state(state, spread),
+                None if weights is None else weights.index_select(0, spread))
 
     def begin(self, memory: State, state: State, src: torch.Tensor, src_len: torch.Tensor,
               limit: torch.Tensor) -> WorkingBatch:
@@ -313,7 +332,7 @@ class Beam(DecodeStrategy):
         batch.scores = top_scores.gather(1, order)  # (b, K)
         rows = src_row.gather(1, order).view(-1)  # (b*K,)
         batch.prev = top_tok.gather(1, order).view(-1)
-        batch.state = select(batch.state, rows)
+        batch.state = batch.reorder_state(batch.state, rows)
         batch.history = torch.cat([batch.history.index_select(0, rows),
                                    batch.prev.unsqueeze(1)], dim=1)
         if batch.attn_hist is not None and weights is not None:

@@ -90,9 +90,12 @@ def test_sentence_alone_equals_sentence_in_padded_batch(name):
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_state_can_be_reordered_mid_sentence(name):
+@pytest.mark.parametrize("how", ["select", "reorder_state", "reorder_state twice"])
+def test_state_can_be_reordered_mid_sentence(name, how):
     """Reordering memory and state after a few steps (as beam search does) equals decoding the
-    reordered sentences from the start."""
+    reordered sentences from the start: with ``select``, and with the model's
+    ``reorder_state`` (which the Transformer defers to the next step), once or twice in a row
+    (rows [2, 0, 0] picked as [1, 2, 0] then [1, 2, 2] of those)."""
     model = model_for(VARIANTS[name])
     src, src_len, tgt_in = toy_batch()
     idx = torch.tensor([2, 0, 0])
@@ -101,10 +104,21 @@ def test_state_can_be_reordered_mid_sentence(name):
         state = model.init_state(memory)
         for t in range(3):
             _, state, _ = model.decode_step(memory, state, tgt_in[:, t])
-        memory, state = select(memory, idx), select(state, idx)
-        lp_sel, _, _ = model.decode_step(memory, state, tgt_in[idx, 3])
-        ref = torch.log_softmax(model(src[idx], src_len[idx], tgt_in[idx]), -1)[:, 3]
-    torch.testing.assert_close(lp_sel, ref, atol=1e-5, rtol=1e-5)
+        memory = select(memory, idx)
+        if how == "select":
+            state = select(state, idx)
+        elif how == "reorder_state":
+            state = model.reorder_state(state, idx)
+        else:
+            first = torch.tensor([1, 2, 0])
+            second = torch.tensor([1, 2, 2])
+            assert torch.equal(first[second], idx)
+            state = model.reorder_state(model.reorder_state(state, first), second)
+        lp_sel, state, _ = model.decode_step(memory, state, tgt_in[idx, 3])
+        lp_next, _, _ = model.decode_step(memory, state, tgt_in[idx, 4])
+        ref = torch.log_softmax(model(src[idx], src_len[idx], tgt_in[idx]), -1)
+    torch.testing.assert_close(lp_sel, ref[:, 3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lp_next, ref[:, 4], atol=1e-5, rtol=1e-5)
 
 
 def test_tied_and_shared_embeddings():
@@ -366,3 +380,20 @@ def test_log_softmax_in_place_when_decoding_and_differentiable_in_training():
     assert out.data_ptr() != w.data_ptr() and torch.equal(out, want)
     out[:, 0].sum().backward()
     assert w.grad is not None and torch.allclose(w.grad.sum(dim=-1), torch.zeros(4), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_transformer_defers_the_cache_reorder_to_its_next_step(name):
+    """reorder_state keeps the key/value caches as they are and records the rows; the next
+    step writes the picked rows straight into the longer caches."""
+    model = model_for(VARIANTS[name])
+    src, src_len, tgt_in = toy_batch()
+    with torch.no_grad():
+        memory = model.encode(src, src_len)
+        _, state, _ = model.decode_step(memory, model.init_state(memory), tgt_in[:, 0])
+        idx = torch.tensor([2, 0, 0])
+        lazy = model.reorder_state(state, idx)
+        assert lazy["self_k0"] is state["self_k0"] and torch.equal(lazy["cache_rows"], idx)
+        _, after, _ = model.decode_step(select(memory, idx), lazy, tgt_in[idx, 1])
+        assert "cache_rows" not in after and after["self_k0"].shape[0] == 3
+        assert torch.equal(after["self_k0"][:, :, :1], state["self_k0"][idx])

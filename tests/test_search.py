@@ -67,6 +67,39 @@ def test_length_limit_and_no_eos_in_output(arch):
             torch.testing.assert_close(h.attention.sum(-1), torch.ones(len(h.tokens) + 1))
 
 
+class _EveryRowAtFirst(Beam):
+    """Beam search as it was: step 0 decodes all K rows of a sentence."""
+
+    def _decode_step(self, model, batch, step):
+        return model.decode_step(batch.memory, batch.state, batch.prev, self.return_attention)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("min_len", [0, 4])
+def test_beam_decodes_one_row_a_sentence_at_the_first_step(arch, min_len):
+    m = model(arch)
+    src = sources()
+    b = make_batch(src)
+    limit = max_lengths(b.src_len, 1.5, 5)
+    rows, decode_step = [], m.decode_step
+
+    def counting(memory, state, prev, need_attention=True):
+        rows.append(prev.numel())
+        return decode_step(memory, state, prev, need_attention)
+
+    m.decode_step = counting
+    got = Beam(4, n_best=4, return_attention=True, min_len=min_len).search(
+        m, b.src, b.src_len, limit)
+    assert rows[0] == len(src) and rows[1] == 4 * len(src)  # one row, then the K beams
+    want = _EveryRowAtFirst(4, n_best=4, return_attention=True, min_len=min_len).search(
+        m, b.src, b.src_len, limit)
+    for g, w in zip(got, want):
+        assert [h.tokens for h in g] == [h.tokens for h in w]
+        for hg, hw in zip(g, w):
+            assert hg.log_prob == pytest.approx(hw.log_prob, abs=1e-5)
+            torch.testing.assert_close(hg.attention, hw.attention, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["rnn", "transformer"])
 def test_min_len_forces_output_length_and_the_limit_still_wins(arch):
     m = model(arch)

@@ -8,7 +8,10 @@ and then advances one target token at a time::
     log_probs, state, attn = model.decode_step(memory, state, prev_tokens)   # (B, V), ..., (B, S)
 
 Every tensor in ``memory`` and ``state`` has the batch (or beam) on dimension 0, so a search can
-reorder, repeat or shrink hypotheses with :func:`select` without knowing the model.
+reorder, repeat or shrink hypotheses without knowing the model: the memory with :func:`select`,
+the state with :meth:`Seq2SeqModel.reorder_state` (``select`` unless a model defers the copy to
+its next step, as the Transformer does; a state so reordered goes only to ``decode_step`` and
+``reorder_state``).
 ``forward`` is the teacher-forced pass used in training; it must agree with step-wise decoding.
 """
 
@@ -63,6 +66,12 @@ class Seq2SeqModel(nn.Module):
         attention does). With :attr:`shares_memory`, ``memory`` may have B / K rows, row ``i``
         serving state rows ``i * K`` to ``i * K + K - 1``."""
         raise NotImplementedError
+
+    def reorder_state(self, state: State, rows: torch.Tensor) -> State:
+        """The decoder state of rows ``rows`` of ``state`` (reorder beams, repeat, or drop
+        sentences): :func:`select`. A model may pick some rows lazily, at its next
+        :meth:`decode_step`, where the copy can be fused with other work."""
+        return select(state, rows)
 
     def features(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
                  ) -> torch.Tensor:

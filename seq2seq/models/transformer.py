@@ -40,6 +40,26 @@ if TYPE_CHECKING:
     from seq2seq.config import ModelConfig
 
 
+def append_positions(cache: torch.Tensor, new: torch.Tensor,
+                     rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Keys or values of the positions so far, ``cache`` (N, h, t, d_k), followed by those of
+    the new positions, ``new`` (B, h, L, d_k): (B, h, t + L, d_k), contiguous. ``rows`` (B,)
+    picks the cache's rows first (a reorder that :meth:`Transformer.reorder_state` deferred):
+    the picked rows are written straight into the result, one copy of the cache instead of two
+    (an ``index_select`` and a ``cat``: 125 against 189 us for beam search's 320 rows of 10
+    positions on one CPU thread)."""
+    if rows is None:
+        return torch.cat([cache, new], dim=2)
+    if cache.dtype != new.dtype or (torch.is_grad_enabled() and cache.requires_grad):
+        return torch.cat([cache.index_select(0, rows), new], dim=2)
+    B, h, L, d_k = new.shape
+    t = cache.size(2)
+    out = new.new_empty(B, h, t + L, d_k)
+    torch.index_select(cache, 0, rows, out=out[:, :, :t])
+    out[:, :, t:] = new
+    return out
+
+
 def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
     """(n, d) table of section 3.5."""
     pos = torch.arange(n, dtype=torch.float32).unsqueeze(1)
@@ -164,10 +184,12 @@ class DecoderLayer(nn.Module):
         self.subs = nn.ModuleList(Sublayer(d, cfg.dropout, pre) for _ in range(3))
 
     def forward(self, y, cross_kv, src_mask, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-                need_weights: bool = False, average_heads: bool = True):
+                need_weights: bool = False, average_heads: bool = True,
+                cache_rows: torch.Tensor | None = None):
         """y (B, L, d) new target positions; cross_kv the memory's keys and values, a pair of
         (B / K, h, S, d_k) (K hypotheses a memory row in beam search, else 1); cache the
-        earlier positions' keys and values, a pair of (B, h, t, d_k) (None in training).
+        earlier positions' keys and values, a pair of (B, h, t, d_k) (None in training), or
+        of (N, h, t, d_k) whose rows ``cache_rows`` (B,) are this batch's.
         Returns y, the updated cache, cross-attention weights (B, L, S), or (B, h, L, S) with
         ``average_heads=False``."""
         new_cache = None
@@ -179,7 +201,8 @@ class DecoderLayer(nn.Module):
             if step:  # the earlier positions' keys and values, then these
                 k, v = self.self_attn.split_keys(kv)
                 # (B, h, t + L, d_k) each, contiguous
-                kv = new_cache = (torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2))
+                kv = new_cache = (append_positions(cache[0], k, cache_rows),
+                                  append_positions(cache[1], v, cache_rows))
             return self.self_attn(h, kv, causal=True, need_weights=False, step=step)[0]
 
         weights = None
@@ -265,12 +288,13 @@ class Transformer(Seq2SeqModel):
                     (B, h, 0, d_k), dtype=memory[f"cross_k{i}"].dtype)
         return state
 
-    def _decode(self, memory, y, caches, need_weights):
+    def _decode(self, memory, y, caches, need_weights, cache_rows=None):
         new_caches, weights = [], None
         for i, layer in enumerate(self.decoder_layers):
             last = i == len(self.decoder_layers) - 1
             y, cache, w = layer(y, self._cross(memory, i), memory["mask"],
-                                None if caches is None else caches[i], need_weights and last)
+                                None if caches is None else caches[i], need_weights and last,
+                                cache_rows=cache_rows)
             new_caches.append(cache)
             weights = w if last else weights
         return self.dec_norm(y), new_caches, weights
@@ -280,12 +304,26 @@ class Transformer(Seq2SeqModel):
         y = self.tgt_embed(prev.unsqueeze(1), step)  # (B, 1, d) at position t
         caches = [(state[f"self_k{i}"], state[f"self_v{i}"])
                   for i in range(len(self.decoder_layers))]
-        y, caches, weights = self._decode(memory, y, caches, need_weights=need_attention)
+        y, caches, weights = self._decode(memory, y, caches, need_weights=need_attention,
+                                          cache_rows=state.get("cache_rows"))
         new: State = {"step": step + 1}
         for i, (k, v) in enumerate(caches):
             new[f"self_k{i}"], new[f"self_v{i}"] = k, v
         log_probs = log_softmax_(self.project(y[:, 0]))  # (B, V)
         return log_probs, new, (weights[:, 0] if weights is not None else None)
+
+    def reorder_state(self, state: State, rows: torch.Tensor) -> State:
+        """Picks the rows of the step counter now and those of the key/value caches at the next
+        :meth:`decode_step`, where the copy is fused with appending the new position
+        (:func:`append_positions`). ``cache_rows`` (B,) says which cache row each state row
+        reads; a second reorder before the next step composes with the first."""
+        pending = state.get("cache_rows")
+        new: State = {"step": state["step"].index_select(0, rows),
+                      "cache_rows": rows if pending is None else pending.index_select(0, rows)}
+        for name, value in state.items():
+            if name.startswith("self_"):
+                new[name] = value  # (N, h, t, d_k): the rows before the reorder
+        return new
 
     def features(self, src, src_len, tgt_in):
         memory = self.encode(src, src_len)
