@@ -27,7 +27,7 @@ def test_int8_replaces_every_linear_layer_and_stays_close(arch):
     n_linear = sum(isinstance(m, nn.Linear) for m in fp32.modules())
     q = quantize_model(model(arch), "int8")
     assert n_linear > 0 and not any(type(m) is nn.Linear for m in q.modules())
-    assert sum(type(m).__name__ == "Linear" and "quantized" in type(m).__module__
+    assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
                for m in q.modules()) == n_linear
     b = make_batch([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]])
     with torch.no_grad():
@@ -35,6 +35,17 @@ def test_int8_replaces_every_linear_layer_and_stays_close(arch):
         out = q(b.src, b.src_len, b.tgt_in).log_softmax(-1)
     assert not torch.equal(ref, out)  # it did change the arithmetic ...
     assert (ref.exp() - out.exp()).abs().max() < 0.05  # ... but not the distributions
+
+
+def test_int8_feed_forward_fuses_its_relu_into_the_product():
+    q = quantize_model(model("transformer"), "int8")
+    ff = q.decoder_layers[0].ff
+    assert ff.w1.fuses_relu
+    h = torch.randn(3, 4, 32)
+    with torch.no_grad():
+        fused = ff.w1(h, relu=True)
+        assert torch.equal(fused, torch.relu(ff.w1(h))) and (fused == 0).any()
+        assert torch.equal(ff(h), ff.w2(torch.relu(ff.w1(h))))
 
 
 def test_none_is_the_model_itself_and_names_are_checked():
