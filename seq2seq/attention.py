@@ -420,8 +420,26 @@ def _few_queries(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     scores = scores.view(B, h, T, S).mul_(1.0 / math.sqrt(d_k))
     if attn_mask is not None:
         scores.masked_fill_(~attn_mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
+    weights = _softmax_(scores)
     return torch.bmm(weights.view(B * h, T, S), v.view(B * h, S, d_k)).view(B, h, T, d_k)
+
+
+#: below this many keys :func:`_softmax_` computes the softmax itself
+SHORT_SOFTMAX = 16
+
+
+def _softmax_(scores: torch.Tensor) -> torch.Tensor:
+    """``softmax(scores, dim=-1)`` for decoding, written over ``scores``. torch's CPU kernel
+    handles a last dimension shorter than 16 element by element: on one thread of an AVX-512
+    CPU it took 17-20 ns an element there, against 1-2.6 ns from 16 up, while max, exp, sum and
+    a division over the whole tensor took 3-4.4 ns an element (8,192 rows of 4-64 keys). So
+    below :data:`SHORT_SOFTMAX` keys (a decoder's self-attention over its first 15 positions,
+    a short source) the softmax is those four operations, equal to torch's to float rounding
+    (3e-7); from 16 keys up it is torch's."""
+    if scores.size(-1) >= SHORT_SOFTMAX:
+        return torch.softmax(scores, dim=-1)
+    scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # masked keys: exp(-inf) = 0
+    return scores.div_(scores.sum(dim=-1, keepdim=True))
 
 
 def build_attention(query_size: int, key_size: int, cfg: AttentionConfig) -> nn.Module:

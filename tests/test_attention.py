@@ -5,11 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from seq2seq.attention import (
+    SHORT_SOFTMAX,
     Attention,
     LocalMonotonicWindow,
     LocalPredictiveWindow,
     MultiHeadAttention,
     _few_queries,
+    _softmax_,
     build_attention,
     build_score,
 )
@@ -323,3 +325,17 @@ def test_a_decoder_step_as_batched_products_equals_the_fused_kernel(T, monkeypat
         mha(query, (k.contiguous(), v.contiguous()), mask=mask, need_weights=False, step=True)
     assert len(calls) == 1
 
+
+
+@pytest.mark.parametrize("keys", [1, 5, 15, 16, 40])
+def test_decoding_softmax_equals_torch_and_writes_over_the_scores(keys):
+    torch.manual_seed(0)
+    scores = torch.randn(6, 4, 2, keys) * 4
+    scores[0, :, :, 1:] = float("-inf")  # masked keys get exactly 0
+    want = torch.softmax(scores, dim=-1)
+    x = scores.clone()
+    got = _softmax_(x)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert (got[0, :, :, 1:] == 0).all() and (got[0, :, :, 0] == 1).all()
+    if keys < SHORT_SOFTMAX:  # its own four passes, in place
+        assert got.data_ptr() == x.data_ptr()
