@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -69,6 +68,7 @@ from seq2seq.runtime import (  # noqa: E402
     autocast,
     bound_onednn_cache,
     cpu_has_bf16,
+    cpu_info,
     keep_freed_memory,
     pick_device,
     resolve_precision,
@@ -79,16 +79,6 @@ from seq2seq.runtime import (  # noqa: E402
 from seq2seq.training import batch_loss, load_training_data, output_loss  # noqa: E402
 
 SECTIONS = ("data", "forward", "loss", "backward", "optimizer")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
@@ -424,7 +414,7 @@ def main() -> int:
     device = pick_device(args.device)
     tune_backends(device)  # as the Trainer does
     peak = matmul_peak(device)
-    print(f"{cpu_name()}; bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}; "
+    print(f"{cpu_info()[0]}; bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
           f"fp32 matmul peak {peak:,.1f} GFLOP/s at the start")
     rows: list[dict] = []
@@ -485,7 +475,7 @@ def main() -> int:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory: {peak_rss:,.0f} MiB")
     if args.json:
-        meta = {"kind": "machine", "cpu": cpu_name(), "bf16": cpu_has_bf16(),
+        meta = {"kind": "machine", "cpu": cpu_info()[0], "bf16": cpu_has_bf16(),
                 "torch": torch.__version__, "threads": torch.get_num_threads(),
                 "device": str(device), "matmul peak GFLOP/s": peak, "peak RSS MiB": peak_rss}
         args.json.write_text(json.dumps([meta, *rows], indent=1) + "\n")

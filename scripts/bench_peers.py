@@ -75,7 +75,7 @@ sys.path.insert(0, str(ROOT))
 
 from seq2seq.config import load_config  # noqa: E402
 from seq2seq.run import RunDir  # noqa: E402
-from seq2seq.runtime import cpu_has_bf16  # noqa: E402
+from seq2seq.runtime import cpu_has_bf16, cpu_info  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "seq2seq-peers"
 SRC_LANG, TGT_LANG = "de", "en"
@@ -247,11 +247,8 @@ def python_facts(python: str) -> dict:
 
 def machine_facts(peers: Peers) -> dict:
     """CPU model, native bf16 arithmetic, load, and torch on both sides."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-             if line.startswith("model name")]
     ours, theirs = python_facts(sys.executable), python_facts(peers.bin("python"))
-    return {"cpu": names[0] if names else "unknown", "cores": os.cpu_count(),
+    return {"cpu": cpu_info()[0], "cores": os.cpu_count(),
             "avx512_bf16_or_amx": cpu_has_bf16(),
             "torch_seq2seq": ours["torch"], "torch_peers": theirs["torch"],
             "threads_seq2seq": ours["threads"], "threads_peers": theirs["threads"],

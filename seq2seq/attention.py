@@ -429,14 +429,15 @@ SHORT_SOFTMAX = 16
 
 
 def _softmax_(scores: torch.Tensor) -> torch.Tensor:
-    """``softmax(scores, dim=-1)`` for decoding, written over ``scores``. torch's CPU kernel
-    handles a last dimension shorter than 16 element by element: on one thread of an AVX-512
-    CPU it took 17-20 ns an element there, against 1-2.6 ns from 16 up, while max, exp, sum and
-    a division over the whole tensor took 3-4.4 ns an element (8,192 rows of 4-64 keys). So
-    below :data:`SHORT_SOFTMAX` keys (a decoder's self-attention over its first 15 positions,
-    a short source) the softmax is those four operations, equal to torch's to float rounding
-    (3e-7); from 16 keys up it is torch's."""
-    if scores.size(-1) >= SHORT_SOFTMAX:
+    """``softmax(scores, dim=-1)`` for decoding, written over fp32 ``scores``. torch's CPU
+    kernel handles a last dimension shorter than 16 element by element: on one thread of an
+    AVX-512 CPU it took 17-20 ns an element there, against 1-2.6 ns from 16 up, while max, exp,
+    sum and a division over the whole tensor took 3-4.4 ns an element (8,192 rows of 4-64
+    keys). So below :data:`SHORT_SOFTMAX` keys (a decoder's self-attention over its first 15
+    positions, a short source) an fp32 softmax is those four operations, equal to torch's to
+    float rounding (within 1e-6); from 16 keys up, and for bf16 or fp16 scores (whose exp and
+    sum torch accumulates in fp32, and which CUDA's autocast computes in fp32), it is torch's."""
+    if scores.size(-1) >= SHORT_SOFTMAX or scores.dtype != torch.float32:
         return torch.softmax(scores, dim=-1)
     scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # masked keys: exp(-inf) = 0
     return scores.div_(scores.sum(dim=-1, keepdim=True))

@@ -75,9 +75,10 @@ QuantizeOpt = Annotated[
 ]
 
 PackOpt = Annotated[
-    bool, typer.Option("--pack/--no-pack", help="On the CPU without --quantize (fp32): the output "
-                       "layer's weights packed once for oneDNN (faster, the same results to "
-                       "float rounding), or F.linear as in training.")
+    bool, typer.Option("--pack/--no-pack", help="On the CPU without --quantize (fp32): "
+                       "weights packed once for oneDNN (every linear layer on an AVX-512 CPU, "
+                       "the output layer elsewhere; faster, the same results to float "
+                       "rounding), or F.linear as in training.")
 ]
 
 

@@ -221,8 +221,9 @@ class Translator:
         """Load ``checkpoint`` (best, last or a path) of a run; ``decode`` (validated) replaces
         the run's search options; ``quantize`` (:data:`seq2seq.quantize.QUANTIZATIONS`) picks
         the CPU arithmetic of the linear layers (``bf16`` packs every one of them in bf16);
-        ``pack``: on a CPU without quantization (fp32), the output layer's weights are packed
-        once for oneDNN (:mod:`seq2seq.packing`: faster, the same results to float rounding)."""
+        ``pack``: on a CPU without quantization (fp32), weights are packed once for oneDNN
+        (:mod:`seq2seq.packing`: every linear layer's on a CPU with AVX-512, the output
+        layer's elsewhere; faster, the same results to float rounding)."""
         run_dir = RunDir(run).require()
         dev = pick_device(device)
         tune_backends(dev)

@@ -22,7 +22,6 @@ model is never trained or saved quantized.
 
 from __future__ import annotations
 
-import functools
 import sys
 import warnings
 
@@ -61,32 +60,12 @@ def quantize_model(model: nn.Module, how: str) -> nn.Module:
                   flush=True)
         pack_linears(model.eval(), every_layer=True, dtype=torch.bfloat16)
         return model
-    from torch.ao.quantization import quantize_dynamic
-    from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
-
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
         warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
+
+        from seq2seq.int8_linear import DynamicInt8Linear
+
         return quantize_dynamic(model.eval(), {nn.Linear: per_channel_dynamic_qconfig},
-                                dtype=torch.qint8, mapping={nn.Linear: dynamic_int8_linear()})
-
-
-@functools.cache
-def dynamic_int8_linear() -> type[nn.Module]:
-    """torch's dynamically quantized ``Linear``, which a feed-forward layer can also ask for
-    ``relu(x W^T + b)`` in one call (``forward(x, relu=True)``, fbgemm's
-    ``linear_relu_dynamic``: the same values as the relu after the product, one pass over
-    the output fewer). Made on first use: torch.ao is imported only when int8 is asked for."""
-    from torch.ao.nn.quantized.dynamic import Linear
-
-    class DynamicInt8Linear(Linear):
-        fuses_relu = True  # seq2seq.models.transformer.FeedForward asks for the fused relu
-
-        def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-            if not relu:
-                return super().forward(x)
-            if self._packed_params.dtype != torch.qint8 or (self.version or 0) < 4:
-                return torch.relu(super().forward(x))
-            return torch.ops.quantized.linear_relu_dynamic(
-                x, self._packed_params._packed_params, reduce_range=True).to(x.dtype)
-
-    return DynamicInt8Linear
+                                dtype=torch.qint8, mapping={nn.Linear: DynamicInt8Linear})

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import shutil
 import signal
 import subprocess
@@ -204,15 +203,9 @@ def machine() -> dict[str, Any]:
     """The CPU (model and the flags that decide speed and precision), threads and torch."""
     import torch
 
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    from seq2seq.runtime import cpu_info
+
+    model, flags = cpu_info()
     keep = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
     return {"cpu": model, "cpu_flags": [f for f in keep if f in flags],
             "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import platform
 import random
 import sys
 from pathlib import Path
@@ -130,14 +131,34 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def parse_cpuinfo(text: str) -> tuple[str | None, frozenset[str]]:
+    """The first CPU's model name and its feature flags from Linux's /proc/cpuinfo text: the
+    ``model name`` and ``flags`` lines on x86, ``Features`` on ARM (None, empty: not listed)."""
+    name, flags = None, None
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        key = key.strip()
+        if colon and key == "model name" and name is None:
+            name = value.strip()
+        elif colon and key in ("flags", "Features") and flags is None:
+            flags = frozenset(value.split())
+    return name, flags or frozenset()
+
+
 @functools.cache
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """This CPU's model name (the platform's name where Linux does not list one) and flags."""
+    try:
+        name, flags = parse_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8",
+                                                                  errors="replace"))
+    except OSError:
+        name, flags = None, frozenset()
+    return name or platform.processor() or platform.machine(), flags
+
+
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags as Linux lists them in /proc/cpuinfo (empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    return frozenset(text.split())
+    return cpu_info()[1]
 
 
 def cpu_has_bf16() -> bool:

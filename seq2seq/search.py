@@ -8,8 +8,10 @@ options and drives any :class:`~seq2seq.models.base.Seq2SeqModel` through ``enco
 1. encode the batch and start a :class:`WorkingBatch`: the sentences still being searched,
    ``width`` rows each (1 for greedy search, ``K`` beams for beam search; a model that
    :attr:`~seq2seq.models.base.Seq2SeqModel.shares_memory` keeps one memory row per sentence);
-2. at every step, run one ``decode_step`` on all rows, let the strategy :meth:`advance` (pick the
-   next tokens, record what finished) and report which sentences are done;
+2. at every step, run one ``decode_step`` on all rows (beam search's first step on one row per
+   sentence, since its ``K`` beams are still the same, spread to ``K`` rows after it), let the
+   strategy :meth:`advance` (pick the next tokens, record what finished) and report which
+   sentences are done; the beams picked are given to the model's ``reorder_state``;
 3. drop the done sentences from the working batch (:meth:`WorkingBatch.shrink`, the one
    batch-shrinking step: memory, state and bookkeeping lose the same rows), so the cost of a
    step follows the number of unfinished sentences.
@@ -90,12 +92,14 @@ def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 class WorkingBatch:
     """The sentences of one input batch that are still being searched, ``width`` rows each.
 
-    Row ``r`` of ``state``, ``prev`` and of every tensor named in ``row_fields`` belongs to
-    working sentence ``r // width``, and so does row ``r`` of ``memory`` unless the model
-    shares it (:attr:`Seq2SeqModel.shares_memory`: one memory row per sentence); ``sent`` and
-    the tensors named in ``sentence_fields`` have one entry per working sentence. Other
-    attributes (outputs kept per input sentence, the limits, the source lengths) are indexed by
-    input position and never shrink. A strategy subclasses this to add its bookkeeping."""
+    Row ``r`` of ``state`` (as the model sees it: a model may keep a reorder pending, see
+    :meth:`~seq2seq.models.base.Seq2SeqModel.reorder_state`), ``prev`` and of every tensor
+    named in ``row_fields`` belongs to working sentence ``r // width``, and so does row ``r``
+    of ``memory`` unless the model shares it (:attr:`Seq2SeqModel.shares_memory`: one memory
+    row per sentence); ``sent`` and the tensors named in ``sentence_fields`` have one entry per
+    working sentence. Other attributes (outputs kept per input sentence, the limits, the source
+    lengths) are indexed by input position and never shrink. A strategy subclasses this to add
+    its bookkeeping."""
 
     row_fields: ClassVar[tuple[str, ...]] = ("prev",)
     sentence_fields: ClassVar[tuple[str, ...]] = ("sent",)

@@ -339,3 +339,15 @@ def test_decoding_softmax_equals_torch_and_writes_over_the_scores(keys):
     assert (got[0, :, :, 1:] == 0).all() and (got[0, :, :, 0] == 1).all()
     if keys < SHORT_SOFTMAX:  # its own four passes, in place
         assert got.data_ptr() == x.data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_decoding_softmax_of_low_precision_scores_is_torchs(dtype):
+    """bf16/fp16 scores keep torch's softmax, which accumulates in fp32 (and which CUDA's
+    autocast lifts to fp32); the four passes in bf16 would round every partial sum."""
+    torch.manual_seed(0)
+    scores = (torch.randn(6, 4, 1, 7) * 4).to(dtype)
+    x = scores.clone()
+    got = _softmax_(x)
+    assert got.dtype == dtype and got.data_ptr() != x.data_ptr()
+    assert torch.equal(got, torch.softmax(scores, dim=-1)) and torch.equal(x, scores)

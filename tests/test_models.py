@@ -5,6 +5,7 @@ from seq2seq.config import ModelConfig, load_config
 from seq2seq.errors import ConfigError
 from seq2seq.models import build_model, select
 from seq2seq.models.base import log_softmax_
+from seq2seq.models.transformer import append_positions
 from seq2seq.special import BOS
 
 V = 30
@@ -382,6 +383,20 @@ def test_log_softmax_in_place_when_decoding_and_differentiable_in_training():
     assert w.grad is not None and torch.allclose(w.grad.sum(dim=-1), torch.zeros(4), atol=1e-6)
 
 
+def test_log_softmax_leaves_low_precision_logits_to_autocast():
+    """Under autocast, bf16 logits go through torch's function and its autocast rule (on CUDA
+    that gives fp32); fp32 logits are still written over."""
+    logits = torch.randn(4, 9) * 3
+    low = logits.bfloat16()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x = low.clone()
+        got = log_softmax_(x)
+        assert got.data_ptr() != x.data_ptr() and torch.equal(x, low)
+        assert torch.equal(got, torch.log_softmax(low, dim=-1))
+        y = logits.clone()
+        assert log_softmax_(y).data_ptr() == y.data_ptr()
+
+
 @pytest.mark.parametrize("name", TRANSFORMERS)
 def test_transformer_defers_the_cache_reorder_to_its_next_step(name):
     """reorder_state keeps the key/value caches as they are and records the rows; the next
@@ -397,3 +412,23 @@ def test_transformer_defers_the_cache_reorder_to_its_next_step(name):
         _, after, _ = model.decode_step(select(memory, idx), lazy, tgt_in[idx, 1])
         assert "cache_rows" not in after and after["self_k0"].shape[0] == 3
         assert torch.equal(after["self_k0"][:, :, :1], state["self_k0"][idx])
+
+
+@pytest.mark.parametrize("cache_grad", [True, False])
+def test_append_positions_picks_rows_and_keeps_gradients(cache_grad):
+    """The fused pick-and-append equals index_select then cat, in values and, when the cache
+    or the new positions need gradients, in the gradients that reach them."""
+    torch.manual_seed(0)
+    cache = torch.randn(4, 2, 3, 5, requires_grad=cache_grad)
+    new = torch.randn(3, 2, 1, 5, requires_grad=True)
+    rows = torch.tensor([3, 0, 3])
+    want = torch.cat([cache.index_select(0, rows), new], dim=2)
+    got = append_positions(cache, new, rows)
+    assert got.is_contiguous() and torch.equal(got, want)
+    g = torch.randn_like(want)
+    inputs = (cache, new) if cache_grad else (new,)
+    for a, b in zip(torch.autograd.grad(want, inputs, g), torch.autograd.grad(got, inputs, g)):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        assert torch.equal(append_positions(cache, new, rows), want)
+        assert torch.equal(append_positions(cache[:3], new), torch.cat([cache[:3], new], dim=2))

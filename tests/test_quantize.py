@@ -1,3 +1,6 @@
+import copy
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -46,6 +49,24 @@ def test_int8_feed_forward_fuses_its_relu_into_the_product():
         fused = ff.w1(h, relu=True)
         assert torch.equal(fused, torch.relu(ff.w1(h))) and (fused == 0).any()
         assert torch.equal(ff(h), ff.w2(torch.relu(ff.w1(h))))
+        calls = []
+        forward = ff.w1.forward
+        ff.w1.forward = lambda x, relu=False: calls.append(relu) or forward(x, relu=relu)
+        ff(h)
+    assert calls == [True]  # the layer asked for the fused product
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")  # torch's packed params
+def test_an_int8_model_pickles_and_copies_like_any_other():
+    q = quantize_model(model("transformer"), "int8")
+    b = make_batch([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]])
+    buf = io.BytesIO()
+    torch.save(q, buf)
+    buf.seek(0)
+    for other in (torch.load(buf, weights_only=False), copy.deepcopy(q)):
+        assert type(other.decoder_layers[0].ff.w1) is type(q.decoder_layers[0].ff.w1)
+        with torch.no_grad():
+            assert torch.equal(other(b.src, b.src_len, b.tgt_in), q(b.src, b.src_len, b.tgt_in))
 
 
 def test_none_is_the_model_itself_and_names_are_checked():

@@ -13,8 +13,11 @@ from seq2seq.runtime import (
     ONEDNN_CACHE_CAPACITY,
     ONEDNN_CACHES,
     bound_onednn_cache,
+    cpu_has_avx512,
     cpu_has_bf16,
+    cpu_info,
     keep_freed_memory,
+    parse_cpuinfo,
     pick_device,
     tune_backends,
 )
@@ -148,3 +151,37 @@ def test_keep_freed_memory_serves_large_blocks_from_the_heap_unless_the_user_set
 def test_keep_freed_memory_is_a_no_op_off_linux(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert keep_freed_memory() is False
+
+
+_X86 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14 avx512f-lookalike
+flags\t\t: fpu sse avx2 avx512f avx512_bf16
+bugs\t\t: sysret_ss_attrs
+
+processor\t: 1
+model name\t: AMD EPYC 9R14 avx512f-lookalike
+flags\t\t: fpu sse avx2 avx512f avx512_bf16
+"""
+
+
+def test_cpuinfo_gives_the_model_name_and_only_the_flags_line():
+    name, flags = parse_cpuinfo(_X86)
+    assert name == "AMD EPYC 9R14 avx512f-lookalike"
+    assert flags == {"fpu", "sse", "avx2", "avx512f", "avx512_bf16"}  # not the name's words
+    assert parse_cpuinfo("processor : 0\nFeatures : fp asimd bf16\n") == (None, {"fp", "asimd",
+                                                                              "bf16"})
+    assert parse_cpuinfo("") == (None, frozenset())
+
+
+@pytest.mark.parametrize("flags, bf16, avx512", [
+    ({"avx2"}, False, False), ({"avx2", "avx512f"}, False, True),
+    ({"avx512f", "avx512_bf16"}, True, True), ({"amx_bf16", "avx512f"}, True, True)])
+def test_cpu_kind_follows_the_flags(monkeypatch, flags, bf16, avx512):
+    monkeypatch.setattr("seq2seq.runtime.cpu_info", lambda: ("cpu", frozenset(flags)))
+    assert (cpu_has_bf16(), cpu_has_avx512()) == (bf16, avx512)
+
+
+def test_this_cpu_has_a_name():
+    name, flags = cpu_info()
+    assert isinstance(name, str) and name and isinstance(flags, frozenset)

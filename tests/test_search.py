@@ -81,6 +81,7 @@ def test_beam_decodes_one_row_a_sentence_at_the_first_step(arch, min_len):
     src = sources()
     b = make_batch(src)
     limit = max_lengths(b.src_len, 1.5, 5)
+    limit[0] = 1  # only eos may follow at step 0: the sentence ends there
     rows, decode_step = [], m.decode_step
 
     def counting(memory, state, prev, need_attention=True):
@@ -90,7 +91,8 @@ def test_beam_decodes_one_row_a_sentence_at_the_first_step(arch, min_len):
     m.decode_step = counting
     got = Beam(4, n_best=4, return_attention=True, min_len=min_len).search(
         m, b.src, b.src_len, limit)
-    assert rows[0] == len(src) and rows[1] == 4 * len(src)  # one row, then the K beams
+    assert rows[0] == len(src) and rows[1] == 4 * (len(src) - 1)  # one row, then the K beams
+    assert got[0][0].tokens == [] and len(got[0]) == 1
     want = _EveryRowAtFirst(4, n_best=4, return_attention=True, min_len=min_len).search(
         m, b.src, b.src_len, limit)
     for g, w in zip(got, want):

@@ -29,10 +29,14 @@ def select(tree: State, index: torch.Tensor) -> State:
 
 
 def log_softmax_(logits: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(logits, dim=-1)``, written over ``logits`` where no gradient is wanted
+    """``log_softmax(logits, dim=-1)``, written over ``logits`` when they need no gradient
     (decoding): the same values without a second (rows, V) tensor to fill, which for beam
-    search's 5 x 64 rows over 8,000 words is 10 MB a step."""
+    search's 5 x 64 rows over 8,000 words is 10 MB a step. Under autocast, logits of a lower
+    precision go through torch's function, whose autocast rule picks the result's dtype
+    (CUDA computes log_softmax in fp32; an ``out=`` call would skip that rule)."""
     if torch.is_grad_enabled() and logits.requires_grad:
+        return torch.log_softmax(logits, dim=-1)
+    if logits.dtype != torch.float32 and torch.is_autocast_enabled(logits.device.type):
         return torch.log_softmax(logits, dim=-1)
     return torch.log_softmax(logits, dim=-1, out=logits)
 

@@ -13,11 +13,13 @@ sub-layer with a final norm on each stack (``pre``). The attention module is
 ``scaled_dot_product_attention`` in training.
 
 Incremental decoding: the decoder state caches, per layer, the keys and values of the target
-prefix, two tensors of ``(B, h, t, d_k)``, so a step costs one position; the cross-attention
-keys and values of the source are computed once in :meth:`encode` (made contiguous when no
-gradients are wanted). In beam search the K hypotheses of a sentence share its memory row
-(:attr:`~seq2seq.models.base.Seq2SeqModel.shares_memory`). A step's attention runs as batched
-products on a CPU (:func:`seq2seq.attention._few_queries`).
+prefix, two tensors of ``(N, h, t, d_k)``, so a step costs one position. A beam reorder is
+deferred (:meth:`Transformer.reorder_state`): the state keeps the caches as they were and the
+rows picked (``cache_rows``, B of the N), and the next step copies those rows straight into its
+longer caches. The cross-attention keys and values of the source are computed once in
+:meth:`encode` (made contiguous when no gradients are wanted). In beam search the K hypotheses
+of a sentence share its memory row (:attr:`~seq2seq.models.base.Seq2SeqModel.shares_memory`).
+A step's attention runs as batched products on a CPU (:func:`seq2seq.attention._few_queries`).
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ class FeedForward(nn.Module):
         if self.training and 0 < p < 1:
             return self.w2(_ReluDropout.apply(self.w1(x), p))  # h (B, L, ff)
         if not self.training and getattr(self.w1, "fuses_relu", False):
-            return self.w2(self.w1(x, relu=True))  # a layer packed for inference fuses the relu
+            return self.w2(self.w1(x, relu=True))  # a packed or int8 layer fuses the relu
         return self.w2(self.dropout(F.relu(self.w1(x))))
 
 
