@@ -167,7 +167,9 @@ class _MaskedDropout(torch.autograd.Function):
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``F.dropout(x, p, training)`` with the mask drawn as :func:`masks` says, keeping a bool
     mask when a gradient needs it."""
-    if not training or p <= 0.0 or p >= 1.0:
+    if not training or p <= 0.0:
+        return x  # as F.dropout, which hands back its input here
+    if p >= 1.0:
         return F.dropout(x, p, training)
     if torch.is_grad_enabled() and x.requires_grad:
         return _MaskedDropout.apply(x, p)

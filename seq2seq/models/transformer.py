@@ -104,7 +104,8 @@ class Embedder(nn.Module):
         L = tokens.size(1)
         pos = torch.arange(L, device=tokens.device) + start  # (L,) or (B, L)
         pos = pos.clamp(max=self.n_positions - 1)
-        return self.dropout(self.embedding(tokens) * self.scale + self.positions(pos))
+        x = self.embedding(tokens) * self.scale + self.positions(pos)
+        return self.dropout(x) if self.training else x
 
 
 class _ReluDropout(torch.autograd.Function):
@@ -153,9 +154,10 @@ class Sublayer(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(self, x, fn):
-        if self.pre_norm:
-            return x + self.dropout(fn(self.norm(x)))
-        return self.norm(x + self.dropout(fn(x)))
+        out = fn(self.norm(x)) if self.pre_norm else fn(x)
+        if self.training:  # in eval mode not even a call: a decoder step has nine of these
+            out = self.dropout(out)
+        return x + out if self.pre_norm else self.norm(x + out)
 
 
 class EncoderLayer(nn.Module):
