@@ -300,10 +300,11 @@ def bench_decode(run: Path, sentences: int, batch_sizes: list[int], beams: list[
     for beam, bs, w in itertools.product(beams, batch_sizes, workers):
         decode = tr.config.decode.override(batch_size=bs, beam_size=beam, n_best=1,
                                            workers=w, **length)
-        decode_ids(tr.model, src_ids[: 2 * bs], decode, tr.device)  # warm-up, untimed
+        # as eval and translate decode: several batches at once in forked processes
+        decode_ids(tr.model, src_ids[: 2 * bs], decode, tr.device, processes=True)  # untimed
         sync(tr.device)
         t0 = time.perf_counter()
-        hyps = decode_ids(tr.model, src_ids, decode, tr.device)
+        hyps = decode_ids(tr.model, src_ids, decode, tr.device, processes=True)
         sync(tr.device)
         dt = time.perf_counter() - t0
         out_tokens = sum(len(h) + 1 for h in hyps)  # eos included: one decoder step each
@@ -473,11 +474,16 @@ def main() -> int:
             print(f"\nMedians over {args.rounds} rounds\n" + table(medians(dec, decoding=True)))
         rows += dec
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak resident memory: {peak_rss:,.0f} MiB")
+    worker_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"\npeak resident memory: {peak_rss:,.0f} MiB"
+          + (f"; largest decoding worker process {worker_rss:,.0f} MiB (pages it shares with "
+             "this process copy-on-write, such as the weights, count in both)"
+             if worker_rss else ""))
     if args.json:
         meta = {"kind": "machine", "cpu": cpu_info()[0], "bf16": cpu_has_bf16(),
                 "torch": torch.__version__, "threads": torch.get_num_threads(),
-                "device": str(device), "matmul peak GFLOP/s": peak, "peak RSS MiB": peak_rss}
+                "device": str(device), "matmul peak GFLOP/s": peak, "peak RSS MiB": peak_rss,
+                "peak worker RSS MiB": worker_rss}
         args.json.write_text(json.dumps([meta, *rows], indent=1) + "\n")
     return 0
 

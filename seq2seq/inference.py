@@ -15,6 +15,7 @@ it into a search strategy (:func:`seq2seq.search.make_search`) and decodes encod
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from torch import nn
 from seq2seq.batching import inference_batches, make_batch
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.errors import CheckpointError, one_line
+from seq2seq.forked import fork_available, forked_map
 from seq2seq.models import Seq2SeqModel, build_model
 from seq2seq.packing import PackedLinear, pack_linears
 from seq2seq.quantize import check_quantize, quantize_model
@@ -70,12 +72,16 @@ def print_warning(message: str) -> None:
 
 def search_ids(
     model: Seq2SeqModel, src_ids: Sequence[Sequence[int]], decode: DecodeConfig,
-    device: torch.device, return_attention: bool = False,
+    device: torch.device, return_attention: bool = False, processes: bool = False,
 ) -> list[list[Hypothesis]]:
     """Decode encoded source sentences in length-sorted batches with the search ``decode``
     asks for (greedy for ``beam_size`` 1, else beam search); per sentence, in input order, its
     ``n_best`` hypotheses best first. On the CPU, ``decode.workers`` batches are decoded at
-    once (:func:`decode_workers`)."""
+    once (:func:`decode_workers`): by threads, or with ``processes`` (where
+    :func:`seq2seq.forked.fork_available`, and each worker's share of torch's threads is one:
+    :func:`batch_map`) by forked processes, which do not share a GIL
+    (``eval`` and ``translate`` ask for them; what a model records while it decodes, such as
+    local-p position statistics, then stays in the workers)."""
     model.eval()
     model.set_hard_attention(decode.hard_attention)
     strategy = make_search(decode, return_attention)
@@ -94,12 +100,42 @@ def search_ids(
 
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     workers = decode_workers(decode.workers, device, len(batches))
-    with decoding_pool(workers) as pool:
-        outputs = pool.map(search, batches) if pool else map(search, batches)
-        for idx, out in zip(batches, outputs):
+    with batch_map(search, workers, processes and fork_available()) as run:
+        for idx, out in zip(batches, run(batches)):
             for j, i in enumerate(idx.tolist()):
                 results[i] = out[j]
     return results
+
+
+Search = Callable[[torch.Tensor], list[list[Hypothesis]]]
+
+
+@contextlib.contextmanager
+def batch_map(search: Search, workers: int, forked: bool = False
+              ) -> Iterator[Callable[[Sequence[torch.Tensor]], Iterator[list[list[Hypothesis]]]]]:
+    """``map(search, batches)`` for ``workers`` batches at once: in this thread for one, else
+    by threads (:func:`decoding_pool`, each with threads // workers torch threads) or, with
+    ``forked`` and where that share is one thread, by forked processes
+    (:func:`seq2seq.forked.forked_map`, whose workers cannot run torch on more than one), the
+    results in the batches' order either way."""
+    if workers <= 1:
+        yield lambda batches: map(search, batches)
+    elif forked and torch.get_num_threads() // workers == 1:
+        def portable(idx: list[int]) -> list[list[Hypothesis]]:  # runs in a worker
+            return [[_attention_as(h, lambda a: a.numpy()) for h in hyps]
+                    for hyps in search(torch.tensor(idx))]
+
+        with forked_map(portable, workers) as run:
+            yield lambda batches: ([[_attention_as(h, torch.from_numpy) for h in hyps]
+                                    for hyps in out]
+                                   for out in run([idx.tolist() for idx in batches]))
+    else:
+        with decoding_pool(workers) as pool:
+            yield lambda batches: pool.map(search, batches)
+
+
+def _attention_as(h: Hypothesis, convert: Callable) -> Hypothesis:
+    return h if h.attention is None else dataclasses.replace(h, attention=convert(h.attention))
 
 
 #: Batches decoded at once by default (``decode.workers: 0``) where torch has 2 threads or
@@ -144,9 +180,10 @@ def decoding_pool(workers: int) -> Iterator[ThreadPoolExecutor | None]:
 
 
 def decode_ids(model: Seq2SeqModel, src_ids: Sequence[Sequence[int]], decode: DecodeConfig,
-               device: torch.device) -> list[list[int]]:
-    """The 1-best output ids of every sentence."""
-    return [h[0].tokens for h in search_ids(model, src_ids, decode, device)]
+               device: torch.device, processes: bool = False) -> list[list[int]]:
+    """The 1-best output ids of every sentence (``processes``: as in :func:`search_ids`)."""
+    return [h[0].tokens for h in search_ids(model, src_ids, decode, device,
+                                            processes=processes)]
 
 
 @contextlib.contextmanager
@@ -262,7 +299,8 @@ class Translator:
         src_ids = self.src_vocab.encode([lines[i].strip() for i in todo])
         src_ids = clip_inputs(src_ids, input_limit(self.model, self.config, decode),
                               lambda k: f"{where} {first_line + todo[k]}", warn)
-        hyps = search_ids(self.model, src_ids, decode, self.device, return_attention)
+        hyps = search_ids(self.model, src_ids, decode, self.device, return_attention,
+                          processes=True)  # several batches at once: forked, no shared GIL
         for i, s_ids, nbest in zip(todo, src_ids, hyps):
             texts = self.tgt_vocab.decode([h.tokens for h in nbest])
             out[i] = [Translation(text, h.score, h.tokens, s_ids, h.attention)

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from seq2seq import checkpoint as ckpt
+from seq2seq import inference
 from seq2seq.batching import make_batch
 from seq2seq.config import load_config
 from seq2seq.errors import CheckpointError, ConfigError
+from seq2seq.forked import fork_available
 from seq2seq.inference import decode_workers, model_from_weights, search_ids
 from seq2seq.models import build_model
 
@@ -91,6 +93,63 @@ def test_workers_decode_what_one_thread_decodes(arch, beam):
     assert together == alone
     assert len(stats) == (arch == "local-p")
     assert stats == alone_stats  # every step's positions, none lost
+
+
+@pytest.mark.skipif(not fork_available(), reason="worker processes are forked")
+@pytest.mark.parametrize("arch", ["rnn", "transformer"])
+@pytest.mark.parametrize("beam", [1, 3])
+def test_forked_workers_decode_what_one_thread_decodes(arch, beam):
+    """With ``processes`` the batches go to forked workers, one torch thread each here: every
+    hypothesis (tokens, score, log-probability, attention as a tensor) is the one a single
+    thread computes, in input order."""
+    cfg = load_config(None, ARCHS[arch])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 30, 30).eval()
+    src, cpu = _sources(23), torch.device("cpu")
+    decode = cfg.decode.override(batch_size=4, beam_size=beam, n_best=beam)
+
+    def run(workers, processes):
+        hyps = search_ids(model, src, decode.override(workers=workers), cpu,
+                          return_attention=True, processes=processes)
+        assert all(isinstance(h.attention, torch.Tensor) for hy in hyps for h in hy)
+        return [[(h.tokens, h.score, h.log_prob, h.attention.tolist()) for h in hy]
+                for hy in hyps]
+
+    with _threads(1):
+        alone = run(1, True)  # one worker: decoded here, nothing forked
+    with _threads(2):
+        assert run(2, True) == alone
+        assert torch.get_num_threads() == 2
+
+
+def test_search_forks_workers_only_when_asked_and_able(monkeypatch):
+    """Worker processes only with ``processes`` (eval and translate ask for them; validation
+    in training does not), where fork is available, and where each worker's share of torch's
+    threads is one (a forked worker cannot run more: seq2seq.forked)."""
+    cfg = load_config(None, ARCHS["rnn"])
+    model = build_model(cfg.model, 30, 30).eval()
+    calls = []
+    real = inference.forked_map
+
+    def spy(task, workers):
+        calls.append(workers)
+        return real(task, workers)
+
+    monkeypatch.setattr(inference, "forked_map", spy)
+    decode = cfg.decode.override(batch_size=2, workers=2)
+    with _threads(2):
+        want = search_ids(model, _sources(8), decode, torch.device("cpu"))
+        assert calls == []  # threads unless asked
+        got = search_ids(model, _sources(8), decode, torch.device("cpu"), processes=True)
+        assert calls == ([2] if fork_available() else [])
+    with _threads(4):  # two threads a worker: threads
+        assert search_ids(model, _sources(8), decode, torch.device("cpu"), processes=True) == want
+        assert calls == ([2] if fork_available() else [])
+    with _threads(2):
+        monkeypatch.setattr(inference, "fork_available", lambda: False)
+        assert search_ids(model, _sources(8), decode, torch.device("cpu"), processes=True) == want
+        assert calls == ([2] if fork_available() else [])
+    assert [[h.tokens for h in hy] for hy in got] == [[h.tokens for h in hy] for hy in want]
 
 
 def test_workers_share_torchs_threads():

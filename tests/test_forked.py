@@ -1,0 +1,89 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from seq2seq import forked
+from seq2seq.errors import Seq2SeqError
+from seq2seq.forked import fork_available, forked_map
+
+pytestmark = pytest.mark.skipif(not fork_available(), reason="worker processes are forked")
+
+
+def _where(x):
+    return x * x, os.getpid(), torch.get_num_threads(), signal.getsignal(signal.SIGINT)
+
+
+def test_forked_map_runs_in_other_processes_in_order():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the parent's count is not the workers'
+    try:
+        with forked_map(_where, 2) as run:
+            out = list(run(range(7)))
+    finally:
+        torch.set_num_threads(threads)
+    assert [o[0] for o in out] == [x * x for x in range(7)]  # the items' order
+    pids = {o[1] for o in out}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert {o[2] for o in out} == {1}  # each worker on one thread
+    assert {o[3] for o in out} == {signal.SIG_IGN}  # Ctrl-C is the parent's to handle
+    assert forked._TASK is None  # nothing left behind for a later pool
+
+
+def test_the_task_sees_what_the_parent_had_in_memory():
+    table = torch.arange(10) * 3  # made before the fork, never pickled
+
+    with forked_map(lambda i: int(table[i]), 2) as run:
+        assert list(run([2, 9])) == [6, 27]
+
+
+def _fails(x):
+    if x == 3:
+        raise IndexError(f"item {x} is out of range")
+    return x
+
+
+def test_an_error_in_a_worker_is_raised_in_the_parent():
+    with pytest.raises(IndexError, match="item 3"):
+        with forked_map(_fails, 2) as run:
+            list(run(range(6)))
+    assert forked._TASK is None
+
+
+def _dies(x):
+    if x == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_a_worker_that_dies_is_a_one_line_error():
+    with pytest.raises(Seq2SeqError, match="decoding worker process ended") as e:
+        with forked_map(_dies, 2) as run:
+            list(run(range(4)))
+    assert "\n" not in str(e.value)
+
+
+def test_workers_compute_after_the_parent_ran_parallel_regions():
+    """GNU OpenMP's pool does not survive fork: a worker that ran torch on two threads after
+    the parent had used them would wait for ever. Run in a child process with a time limit,
+    so that such a hang fails instead of stopping the suite."""
+    code = textwrap.dedent("""
+        import torch
+        from seq2seq.forked import forked_map
+        torch.set_num_threads(2)
+        a = torch.randn(256, 256)
+        (a @ a).softmax(-1)  # the parent's parallel regions, on two threads
+        def task(i):
+            b = torch.randn(256, 256) + i
+            return float((b @ b).softmax(-1).sum())
+        with forked_map(task, 2) as run:
+            print(len(list(run(range(4)))))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["4"]
