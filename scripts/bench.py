@@ -478,12 +478,12 @@ def main() -> int:
     print(f"\npeak resident memory: {peak_rss:,.0f} MiB"
           + (f"; largest decoding worker process {worker_rss:,.0f} MiB (pages it shares with "
              "this process copy-on-write, such as the weights, count in both)"
-             if worker_rss else ""))
+             if args.run and worker_rss else ""))
     if args.json:
         meta = {"kind": "machine", "cpu": cpu_info()[0], "bf16": cpu_has_bf16(),
                 "torch": torch.__version__, "threads": torch.get_num_threads(),
                 "device": str(device), "matmul peak GFLOP/s": peak, "peak RSS MiB": peak_rss,
-                "peak worker RSS MiB": worker_rss}
+                "peak worker RSS MiB": worker_rss if args.run else None}
         args.json.write_text(json.dumps([meta, *rows], indent=1) + "\n")
     return 0
 
