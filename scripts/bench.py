@@ -476,8 +476,9 @@ def main() -> int:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"\npeak resident memory: {peak_rss:,.0f} MiB"
-          + (f"; largest decoding worker process {worker_rss:,.0f} MiB (pages it shares with "
-             "this process copy-on-write, such as the weights, count in both)"
+          + (f"; largest child process (the forked decoding workers) {worker_rss:,.0f} MiB "
+             "(pages it shares with this process copy-on-write, such as the weights, count in "
+             "both)"
              if args.run and worker_rss else ""))
     if args.json:
         meta = {"kind": "machine", "cpu": cpu_info()[0], "bf16": cpu_has_bf16(),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from seq2seq.choices import LENGTH_PENALTIES
-from seq2seq.errors import ConfigError, Interrupted, Seq2SeqError
+from seq2seq.errors import ConfigError, Interrupted, Seq2SeqError, one_line
 
 if TYPE_CHECKING:
     from seq2seq.inference import Translator
@@ -94,6 +94,7 @@ def _translator(run: Path, checkpoint: str, device: str, batch_size: int | None,
     keep_freed_memory()  # a decoding process: large blocks reused, not mapped anew every step
     tr = Translator.from_run(run, checkpoint=checkpoint, device=device, quantize=quantize,
                              pack=pack)
+    tr.processes = True  # batches decoded at once by forked workers (seq2seq.forked)
     if n_best is None and beam is not None:  # a narrower beam than the run's n-best list
         n_best = min(tr.config.decode.n_best, beam)
     tr.decode = tr.config.decode.override(
@@ -272,8 +273,21 @@ def translate(
     # the n-best format follows the search's n_best, as eval's n-best file does: --n-best, or
     # the run's decode.n_best when the flag is not given
     n = tr.decode.n_best
-    translate_stream(tr, sys.stdin.buffer, sys.stdout, n_best=n if n > 1 else None,
+    translate_stream(tr, _stdin_reader(), sys.stdout, n_best=n if n > 1 else None,
                      plotter=plotter)
+
+
+def _stdin_reader():
+    """Standard input through a file object of its own (a duplicate of descriptor 0), not
+    ``sys.stdin.buffer``: the streaming reader thread waits inside its reader's lock, and a
+    decoding worker forked meanwhile starts by closing ``sys.stdin`` (multiprocessing does),
+    which would wait for that lock for ever."""
+    if sys.stdin is None:  # started with descriptor 0 closed
+        raise ConfigError("translate: there is no standard input to read")
+    try:
+        return open(os.dup(sys.stdin.fileno()), "rb")
+    except (OSError, ValueError) as e:  # closed, or not a file
+        raise ConfigError(f"translate: cannot read standard input ({one_line(e)})") from None
 
 
 @app.command()

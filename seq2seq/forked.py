@@ -25,7 +25,9 @@ threads), the workers are threads (:func:`seq2seq.inference.decoding_pool`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -36,25 +38,39 @@ from typing import Any
 
 import torch
 
-from seq2seq.errors import Seq2SeqError
+from seq2seq.errors import Seq2SeqError, one_line
 
 _TASK: Callable[[Any], Any] | None = None  # the task of the pool being forked: the children's
 _LOCK = threading.Lock()  # one forked pool at a time (the task is the process's)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def fork_available() -> bool:
-    """Whether worker processes can be forked here: on Linux, where fork is the default start
-    method and safe for torch's CPU operators run on one thread each."""
+    """Whether worker processes can be forked here: on Linux, where fork is a start method
+    (asked for by name: Python 3.14 made another the default) and safe for torch's CPU
+    operators run on one thread each."""
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def _start_worker() -> None:
+def _start_worker(parent: int) -> None:
     # Ctrl-C reaches the whole process group: the parent handles it, and the batches being
     # decoded finish (as with threads); a SIGTERM ends a worker as it would any process,
     # without the parent's handlers (which save a training run's checkpoint)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _end_with_parent(parent)
     torch.set_num_threads(1)  # one thread: no OpenMP parallel region (module docstring)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when the thread that forked it ends (the parent
+    killed): a worker waiting for its next batch would otherwise live on, holding the
+    parent's memory and its standard output. The parent may have died before this ran."""
+    with contextlib.suppress(OSError, AttributeError):  # prctl is Linux's
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _run(item: Any) -> Any:
@@ -67,28 +83,34 @@ def _run(item: Any) -> Any:
 def forked_map(task: Callable[[Any], Any], workers: int
                ) -> Iterator[Callable[[Iterable[Any]], Iterator[Any]]]:
     """A ``map(items)`` that runs ``task`` on each item in one of ``workers`` forked processes
-    with one torch thread each, and yields the results in the items' order. The
-    processes are forked on entry and end on exit, after the items they have started (an
-    error or Ctrl-C in the parent cancels the others). A worker that dies (killed, out of
-    memory) is a one-line :class:`Seq2SeqError`."""
+    with one torch thread each, and yields the results in the items' order. The processes
+    are forked at the first map and end on exit, after the items they have started (an error
+    or Ctrl-C in the parent cancels the others); they die with the thread that forked them.
+    A worker that dies (killed, out of memory) is a one-line :class:`Seq2SeqError`.
+
+    A forked child has only the forking thread: a lock another thread of the parent held at
+    that moment stays held in the child. multiprocessing's children close ``sys.stdin`` and
+    flush ``sys.stdout`` and ``sys.stderr``, so no other thread may be inside those objects
+    while a pool forks (``seq2seq translate`` reads stdin through a file of its own)."""
     global _TASK
     with _LOCK:
         _TASK = task
         try:
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                       initializer=_start_worker)
+                                       initializer=_start_worker, initargs=(os.getpid(),))
             try:
-                yield lambda items: _results(pool.map(_run, items))
+                yield lambda items: _results(pool, items)
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
         finally:
             _TASK = None
 
 
-def _results(results: Iterator[Any]) -> Iterator[Any]:
+def _results(pool: ProcessPoolExecutor, items: Iterable[Any]) -> Iterator[Any]:
     try:
-        yield from results
-    except BrokenProcessPool:
+        yield from pool.map(_run, items)  # submits every item at once, then yields in order
+    except BrokenProcessPool as e:
+        cause = f" ({one_line(e.__cause__)})" if e.__cause__ is not None else ""
         raise Seq2SeqError("a decoding worker process ended before its batch was done "
-                           "(killed, or out of memory?); decode.workers=1 decodes in this "
-                           "process") from None
+                           f"(killed, or out of memory?){cause}; decode.workers=1 decodes in "
+                           "this process") from e

@@ -80,8 +80,9 @@ def search_ids(
     once (:func:`decode_workers`): by threads, or with ``processes`` (where
     :func:`seq2seq.forked.fork_available`, and each worker's share of torch's threads is one:
     :func:`batch_map`) by forked processes, which do not share a GIL
-    (``eval`` and ``translate`` ask for them; what a model records while it decodes, such as
-    local-p position statistics, then stays in the workers)."""
+    (``eval`` and ``translate`` ask for them through :attr:`Translator.processes`; what a
+    model records while it decodes, such as local-p position statistics, then stays in the
+    workers)."""
     model.eval()
     model.set_hard_attention(decode.hard_attention)
     strategy = make_search(decode, return_attention)
@@ -250,6 +251,10 @@ class Translator:
     run: RunDir | None = None  # where the weights came from (None for a model built in memory)
     checkpoint_name: str = "best"  # as asked for: best, last or a path (names eval reports)
     quantize: str = "none"  # how the linear layers compute (seq2seq.quantize)
+    # several batches at once in forked worker processes instead of threads (search_ids); the
+    # CLI's eval and translate set it. Fork only from a process whose other threads hold no
+    # lock a worker takes: not one reading sys.stdin itself (seq2seq.forked)
+    processes: bool = False
 
     @classmethod
     def from_run(cls, run: str | Path, checkpoint: str = "best", device: str = "auto",
@@ -300,7 +305,7 @@ class Translator:
         src_ids = clip_inputs(src_ids, input_limit(self.model, self.config, decode),
                               lambda k: f"{where} {first_line + todo[k]}", warn)
         hyps = search_ids(self.model, src_ids, decode, self.device, return_attention,
-                          processes=True)  # several batches at once: forked, no shared GIL
+                          processes=self.processes)
         for i, s_ids, nbest in zip(todo, src_ids, hyps):
             texts = self.tgt_vocab.decode([h.tokens for h in nbest])
             out[i] = [Translation(text, h.score, h.tokens, s_ids, h.attention)

@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +169,32 @@ def test_translate_answers_interactively_before_eof(trained_run):
         assert ready, "no answer while stdin is still open"
         assert p.stdout.readline().endswith(b"\n")
     finally:
+        p.stdin.close()
+        p.wait(timeout=60)
+    assert p.returncode == 0
+
+
+def test_translate_answers_a_burst_of_batches_before_eof(trained_run):
+    """Lines enough for two batches at once (decoded by forked workers), then a pause with
+    stdin still open: every line is answered. A worker forked while the reader thread waits
+    on stdin must not touch the stdin the reader holds (it would wait for ever)."""
+    import select
+
+    p = subprocess.Popen([sys.executable, "-m", "seq2seq", "translate", "--run", trained_run,
+                          "--batch-size", "2", "--workers", "2"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT,
+                         start_new_session=True)
+    got = b""
+    try:
+        p.stdin.write(b"Ein Hund.\nEine Frau.\nZwei Kinder.\nEin Mann.\n" * 2)
+        p.stdin.flush()
+        while got.count(b"\n") < 8:  # raw reads: a buffered readline would hide lines
+            ready, _, _ = select.select([p.stdout], [], [], 120)
+            assert ready, f"{len(got.splitlines())} of 8 lines answered, stdin still open"
+            got += os.read(p.stdout.fileno(), 65536)
+    finally:
+        if p.poll() is None and got.count(b"\n") < 8:
+            os.killpg(p.pid, signal.SIGKILL)  # the process and any worker it forked
         p.stdin.close()
         p.wait(timeout=60)
     assert p.returncode == 0

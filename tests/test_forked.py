@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -83,7 +84,49 @@ def test_workers_compute_after_the_parent_ran_parallel_regions():
         with forked_map(task, 2) as run:
             print(len(list(run(range(4)))))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["4"]
+    out, err, code = _python(code, timeout=120)
+    assert code == 0, err
+    assert out.split() == ["4"]
+
+
+def _python(code: str, timeout: float) -> tuple[str, str, int]:
+    """Run ``code`` in a new Python in a session of its own; on the time limit, kill the
+    whole session (the process and whatever it forked) and fail."""
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail(f"no answer in {timeout} s")
+    return out, err, p.returncode
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (whose reaping is not ours)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_end_when_the_parent_is_killed():
+    """A parent killed while its workers wait (SIGKILL: no clean-up of its own) takes them
+    with it, instead of leaving them with its memory and its standard output."""
+    code = textwrap.dedent("""
+        import os, sys, time
+        from seq2seq.forked import forked_map
+        with forked_map(lambda i: os.getpid(), 2) as run:
+            print(*sorted(set(run(range(8)))), flush=True)
+            os.kill(os.getpid(), 9)
+    """)
+    out, err, code = _python(code, timeout=120)
+    assert code == -signal.SIGKILL, err
+    pids = [int(x) for x in out.split()]
+    assert 1 <= len(pids) <= 2
+    deadline = time.monotonic() + 20
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, pids))

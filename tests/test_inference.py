@@ -10,7 +10,7 @@ from seq2seq.batching import make_batch
 from seq2seq.config import load_config
 from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.forked import fork_available
-from seq2seq.inference import decode_workers, model_from_weights, search_ids
+from seq2seq.inference import Translator, decode_workers, model_from_weights, search_ids
 from seq2seq.models import build_model
 
 ARCHS = {
@@ -142,14 +142,36 @@ def test_search_forks_workers_only_when_asked_and_able(monkeypatch):
         assert calls == []  # threads unless asked
         got = search_ids(model, _sources(8), decode, torch.device("cpu"), processes=True)
         assert calls == ([2] if fork_available() else [])
-    with _threads(4):  # two threads a worker: threads
-        assert search_ids(model, _sources(8), decode, torch.device("cpu"), processes=True) == want
+    with _threads(4):  # two threads a worker: threads (the tokens: scores may round apart)
+        four = search_ids(model, _sources(8), decode, torch.device("cpu"), processes=True)
         assert calls == ([2] if fork_available() else [])
     with _threads(2):
         monkeypatch.setattr(inference, "fork_available", lambda: False)
         assert search_ids(model, _sources(8), decode, torch.device("cpu"), processes=True) == want
         assert calls == ([2] if fork_available() else [])
-    assert [[h.tokens for h in hy] for hy in got] == [[h.tokens for h in hy] for hy in want]
+    for hyps in (got, four):
+        assert [[h.tokens for h in hy] for hy in hyps] == [[h.tokens for h in hy] for hy in want]
+
+
+def test_translator_forks_workers_only_when_told(tmp_path, monkeypatch):
+    """A Translator decodes with threads unless its ``processes`` says otherwise; the CLI's
+    eval and translate set it (a library caller's process may have threads of its own that
+    a fork would catch holding a lock: seq2seq.forked)."""
+    from synthetic import make_run
+
+    from seq2seq.cli import _translator
+
+    run = make_run(tmp_path / "run")
+    tr = Translator.from_run(run, device="cpu")
+    assert tr.processes is False
+    seen, real = [], inference.search_ids
+    monkeypatch.setattr(inference, "search_ids",
+                        lambda *a, **k: seen.append(k["processes"]) or real(*a, **k))
+    one = tr.translate(["a b c", "c b a"])
+    tr.processes = True
+    assert tr.translate(["a b c", "c b a"]) == one
+    assert seen == [False, True]
+    assert _translator(run, "best", "cpu", None, None, None, None, None, None).processes
 
 
 def test_workers_share_torchs_threads():
