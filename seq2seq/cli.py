@@ -65,7 +65,8 @@ WorkersOpt = Annotated[
     int | None, typer.Option("--workers", min=0,
                              help="Batches decoded at once on the CPU, sharing torch's "
                              "threads (0: two; 1: one batch on all threads; default: "
-                             "decode.workers).")
+                             "decode.workers); on Linux forked processes where each gets "
+                             "one thread, else threads.")
 ]
 QuantizeOpt = Annotated[
     str, typer.Option("--quantize", help="none; int8: the linear layers in 8-bit integer "

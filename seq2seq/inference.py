@@ -29,7 +29,7 @@ from torch import nn
 from seq2seq.batching import inference_batches, make_batch
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.errors import CheckpointError, one_line
-from seq2seq.forked import fork_available, forked_map
+from seq2seq.forked import fork_available, forked_map, wait_for_thread_exit
 from seq2seq.models import Seq2SeqModel, build_model
 from seq2seq.packing import PackedLinear, pack_linears
 from seq2seq.quantize import check_quantize, quantize_model
@@ -101,7 +101,7 @@ def search_ids(
 
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     workers = decode_workers(decode.workers, device, len(batches))
-    with batch_map(search, workers, processes and fork_available()) as run:
+    with batch_map(search, workers, processes) as run:
         for idx, out in zip(batches, run(batches)):
             for j, i in enumerate(idx.tolist()):
                 results[i] = out[j]
@@ -112,16 +112,16 @@ Search = Callable[[torch.Tensor], list[list[Hypothesis]]]
 
 
 @contextlib.contextmanager
-def batch_map(search: Search, workers: int, forked: bool = False
+def batch_map(search: Search, workers: int, processes: bool = False
               ) -> Iterator[Callable[[Sequence[torch.Tensor]], Iterator[list[list[Hypothesis]]]]]:
     """``map(search, batches)`` for ``workers`` batches at once: in this thread for one, else
-    by threads (:func:`decoding_pool`, each with threads // workers torch threads) or, with
-    ``forked`` and where that share is one thread, by forked processes
+    by threads (:func:`decoding_pool`, each with :func:`thread_share` torch threads) or, with
+    ``processes``, where fork is available and that share is one thread, by forked processes
     (:func:`seq2seq.forked.forked_map`, whose workers cannot run torch on more than one), the
     results in the batches' order either way."""
     if workers <= 1:
         yield lambda batches: map(search, batches)
-    elif forked and torch.get_num_threads() // workers == 1:
+    elif processes and fork_available() and thread_share(workers) == 1:
         def portable(idx: list[int]) -> list[list[Hypothesis]]:  # runs in a worker
             return [[_attention_as(h, lambda a: a.numpy()) for h in hyps]
                     for hyps in search(torch.tensor(idx))]
@@ -155,6 +155,12 @@ def decode_workers(asked: int, device: torch.device, batches: int) -> int:
     return max(1, min(asked or DEFAULT_WORKERS, threads, batches))
 
 
+def thread_share(workers: int) -> int:
+    """Torch threads for each of ``workers`` batches decoded at once: an equal share, one at
+    least."""
+    return max(1, torch.get_num_threads() // workers)
+
+
 _POOL_LOCK = threading.Lock()  # torch's thread count is the process's: one pool at a time
 
 
@@ -169,13 +175,16 @@ def decoding_pool(workers: int) -> Iterator[ThreadPoolExecutor | None]:
         return
     with _POOL_LOCK:
         threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, threads // workers))
+        torch.set_num_threads(thread_share(workers))
         try:
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="seq2seq-decode")
+            tids: list[int] = []
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="seq2seq-decode",
+                                      initializer=lambda: tids.append(threading.get_native_id()))
             try:
                 yield pool
             finally:  # on an error or Ctrl-C only the batches being decoded are finished
                 pool.shutdown(wait=True, cancel_futures=True)
+                wait_for_thread_exit(tids)  # gone for good: workers may be forked next
         finally:
             torch.set_num_threads(threads)
 

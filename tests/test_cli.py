@@ -200,6 +200,13 @@ def test_translate_answers_a_burst_of_batches_before_eof(trained_run):
     assert p.returncode == 0
 
 
+def test_translate_without_stdin_is_a_one_line_error(trained_run):
+    r = subprocess.run([sys.executable, "-m", "seq2seq", "translate", "--run", trained_run],
+                       stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0),
+                       capture_output=True, cwd=ROOT, timeout=300)  # started with fd 0 closed
+    assert "no standard input" in one_line_error(r)
+
+
 def test_eval_beam_nbest_report_files(trained_run):
     r = cli("eval", "--run", trained_run, "--beam", "3", "--n-best", "2", "--lowercase")
     assert r.returncode == 0, r.stderr.decode()
