@@ -357,6 +357,26 @@ class MultiHeadAttention(nn.Module):
         as views."""
         return proj_keys[:, : self.heads], proj_keys[:, self.heads :]
 
+    def over_rows(self, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Self-attention over the real positions of a padded batch without gradients (the
+        encoder at inference): x (N, Dq) holds the N = mask.sum() real positions of mask (B, S)
+        in row-major order, rows (N,) their flat indices into B * S -> (N, out). The
+        position-wise products W_q, W_kv and W_o see the N rows only; the product of queries
+        and keys runs padded, with the padded keys masked and the padded queries' results
+        dropped."""
+        B, S = mask.shape
+
+        def padded(y: torch.Tensor, parts: int) -> torch.Tensor:
+            # (N, parts * h * d_k) -> (B, parts * h, S, d_k), zeros at the padded positions
+            full = y.new_zeros(B * S, y.size(1)).index_copy_(0, rows, y)
+            return full.view(B, S, parts * self.heads, self.d_k).transpose(1, 2)
+
+        q = padded(self.W_q(x), 1)  # (B, h, S, d_k)
+        k, v = self.split_keys(padded(self.W_kv(x), 2))  # (B, h, S, d_k) each
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        ctx = ctx.transpose(1, 2).reshape(B * S, self.heads * self.d_k)  # (B * S, h * d_k)
+        return self.W_o(ctx.index_select(0, rows))
+
     def forward(self, query, proj_keys, mask=None, need_weights: bool = True,
                 causal: bool = False, average_heads: bool = True, step: bool = False):
         """query (B, T, Dq), proj_keys from :meth:`project_keys` (or its keys and values as a

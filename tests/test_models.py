@@ -432,3 +432,30 @@ def test_append_positions_picks_rows_and_keeps_gradients(cache_grad):
     with torch.no_grad():
         assert torch.equal(append_positions(cache, new, rows), want)
         assert torch.equal(append_positions(cache[:3], new), torch.cat([cache[:3], new], dim=2))
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_transformer_encoder_at_inference_skips_padding_with_the_same_result(name):
+    """Without gradients the encoder's position-wise layers run over the real positions only
+    (Transformer._encode_rows); the memory and the next decoder step equal the padded path's,
+    which training (gradients enabled) takes."""
+    model = model_for(VARIANTS[name])
+    src, src_len, tgt_in = toy_batch()
+    mask = src != 0
+    with torch.no_grad():
+        rows_memory = model.encode(src, src_len)
+    padded_memory = model.encode(src, src_len)  # gradients enabled: the padded path
+    assert padded_memory["cross_k0"].requires_grad and not rows_memory["cross_k0"].requires_grad
+    real = mask[:, None, :, None]  # (B, 1, S, 1) over (B, h, S, d_k)
+    # the rows path leaves the padded positions' keys at zero; the padded path projects them
+    assert not (rows_memory["cross_k0"] * ~real).any()
+    assert (padded_memory["cross_k0"].detach() * ~real).any()
+    for name_ in rows_memory:
+        if name_.startswith("cross_"):
+            torch.testing.assert_close(rows_memory[name_] * real,
+                                       padded_memory[name_].detach() * real,
+                                       atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        steps = [model.decode_step(memory, model.init_state(memory), tgt_in[:, 0])[0]
+                 for memory in (rows_memory, {k: v.detach() for k, v in padded_memory.items()})]
+    torch.testing.assert_close(steps[0], steps[1], atol=1e-5, rtol=1e-5)
