@@ -293,7 +293,7 @@ class Transformer(Seq2SeqModel):
         memory's padded keys and values are zeros (masked out, as before). CPU only: on a GPU
         it is unmeasured, and the GPU figures of docs/performance.md were taken padded."""
         B, S, d = x.shape
-        rows = mask.view(-1).nonzero().squeeze(1)  # (N,) flat indices of the real positions
+        rows = mask.reshape(-1).nonzero().squeeze(1)  # (N,) flat indices of the real positions
         x = x.reshape(B * S, d).index_select(0, rows)  # (N, d)
         for layer in self.encoder_layers:
             x = layer(x, mask, rows)
