@@ -357,22 +357,22 @@ class MultiHeadAttention(nn.Module):
         as views."""
         return proj_keys[:, : self.heads], proj_keys[:, self.heads :]
 
+    def project_key_rows(self, x: torch.Tensor, rows: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`project_keys` from the real positions of a padded batch only: x (N, Dk) holds
+        the N = mask.sum() real positions of mask (B, S) in row-major order, rows (N,) their
+        flat indices into B * S -> (B, 2h, S, d_k), zeros at the padded positions."""
+        return _heads_from_rows(self.W_kv(x), rows, mask.shape, 2 * self.heads)
+
     def over_rows(self, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Self-attention over the real positions of a padded batch without gradients (the
-        encoder at inference): x (N, Dq) holds the N = mask.sum() real positions of mask (B, S)
-        in row-major order, rows (N,) their flat indices into B * S -> (N, out). The
+        encoder at inference), x and rows as in :meth:`project_key_rows` -> (N, out). The
         position-wise products W_q, W_kv and W_o see the N rows only; the product of queries
         and keys runs padded, with the padded keys masked and the padded queries' results
         dropped."""
         B, S = mask.shape
-
-        def padded(y: torch.Tensor, parts: int) -> torch.Tensor:
-            # (N, parts * h * d_k) -> (B, parts * h, S, d_k), zeros at the padded positions
-            full = y.new_zeros(B * S, y.size(1)).index_copy_(0, rows, y)
-            return full.view(B, S, parts * self.heads, self.d_k).transpose(1, 2)
-
-        q = padded(self.W_q(x), 1)  # (B, h, S, d_k)
-        k, v = self.split_keys(padded(self.W_kv(x), 2))  # (B, h, S, d_k) each
+        q = _heads_from_rows(self.W_q(x), rows, mask.shape, self.heads)  # (B, h, S, d_k)
+        k, v = self.split_keys(self.project_key_rows(x, rows, mask))  # (B, h, S, d_k) each
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         ctx = ctx.transpose(1, 2).reshape(B * S, self.heads * self.d_k)  # (B * S, h * d_k)
         return self.W_o(ctx.index_select(0, rows))
@@ -422,6 +422,15 @@ class MultiHeadAttention(nn.Module):
         B = ctx.size(0)
         out = self.W_o(ctx.transpose(1, 2).reshape(B, T, self.heads * self.d_k))
         return out, mean_weights
+
+
+def _heads_from_rows(y: torch.Tensor, rows: torch.Tensor, shape: torch.Size,
+                     heads: int) -> torch.Tensor:
+    """y (N, heads * d_k) at the flat positions ``rows`` of a (B, S) batch -> (B, heads, S, d_k),
+    zeros at the other positions."""
+    B, S = shape
+    full = y.new_zeros(B * S, y.size(1)).index_copy_(0, rows, y)
+    return full.view(B, S, heads, -1).transpose(1, 2)
 
 
 def _few_queries(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

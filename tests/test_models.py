@@ -437,7 +437,7 @@ def test_append_positions_picks_rows_and_keeps_gradients(cache_grad):
 @pytest.mark.parametrize("name", TRANSFORMERS)
 def test_transformer_encoder_at_inference_skips_padding_with_the_same_result(name):
     """Without gradients the encoder's position-wise layers run over the real positions only
-    (Transformer._encode_rows); the memory and the next decoder step equal the padded path's,
+    (Transformer.encode); the memory and the next decoder step equal the padded path's,
     which training (gradients enabled) takes."""
     model = model_for(VARIANTS[name])
     src, src_len, tgt_in = toy_batch()

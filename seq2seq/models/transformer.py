@@ -270,41 +270,30 @@ class Transformer(Seq2SeqModel):
         self.init_parameters(cfg.init, cfg.init_range, embedding_init=cfg.embedding_init)
 
     def encode(self, src, src_len) -> State:
+        """The source -> memory: the mask and every decoder layer's cross-attention keys and
+        values. At inference on a CPU the position-wise layers (projections, feed-forward,
+        norms) run over the real source positions only, as CTranslate2 does: in length-sorted
+        batches of 64 test sentences the padding is a fifth of the rows. Attention alone runs
+        padded, and the memory's padded keys and values are zeros (masked, as before). Not on a
+        GPU, where it is unmeasured and the figures of docs/performance.md were taken padded."""
         mask = src != PAD  # (B, S)
         x = self.src_embed(src)
+        rows = None  # (N,) flat indices of the real positions, when the padding is skipped
         if (not torch.is_grad_enabled() and not self.training and x.device.type == "cpu"
                 and not bool(mask.all())):
-            return self._encode_rows(x, mask)
+            rows = mask.reshape(-1).nonzero().squeeze(1)
+            x = x.reshape(-1, x.size(-1)).index_select(0, rows)  # (N, d)
         for layer in self.encoder_layers:
-            x = layer(x, mask)
-        x = self.enc_norm(x)  # (B, S, d)
+            x = layer(x, mask, rows)
+        x = self.enc_norm(x)  # (B, S, d), or (N, d) with rows
         memory: State = {"mask": mask}
         for i, layer in enumerate(self.decoder_layers):
-            k, v = layer.cross_attn.split_keys(layer.cross_attn.project_keys(x))
+            attn = layer.cross_attn
+            kv = attn.project_keys(x) if rows is None else attn.project_key_rows(x, rows, mask)
+            k, v = attn.split_keys(kv)
             if not torch.is_grad_enabled():  # decoding: each contiguous, for batched products
                 k, v = k.contiguous(), v.contiguous()
             memory[f"cross_k{i}"], memory[f"cross_v{i}"] = k, v  # (B, h, S, d_k) each
-        return memory
-
-    def _encode_rows(self, x: torch.Tensor, mask: torch.Tensor) -> State:
-        """:meth:`encode` at inference over the real source positions only: the position-wise
-        layers (projections, feed-forward, norms) skip the padding, which in length-sorted
-        batches of 64 test sentences is a fifth of the rows; attention alone runs padded. The
-        memory's padded keys and values are zeros (masked out, as before). CPU only: on a GPU
-        it is unmeasured, and the GPU figures of docs/performance.md were taken padded."""
-        B, S, d = x.shape
-        rows = mask.reshape(-1).nonzero().squeeze(1)  # (N,) flat indices of the real positions
-        x = x.reshape(B * S, d).index_select(0, rows)  # (N, d)
-        for layer in self.encoder_layers:
-            x = layer(x, mask, rows)
-        x = self.enc_norm(x)
-        memory: State = {"mask": mask}
-        for i, layer in enumerate(self.decoder_layers):
-            kv = layer.cross_attn.W_kv(x)  # (N, 2d): [keys | values], as project_keys
-            kv = kv.new_zeros(B * S, kv.size(1)).index_copy_(0, rows, kv)
-            kv = kv.view(B, S, 2 * layer.cross_attn.heads, -1).transpose(1, 2)
-            k, v = layer.cross_attn.split_keys(kv)
-            memory[f"cross_k{i}"], memory[f"cross_v{i}"] = k.contiguous(), v.contiguous()
         return memory
 
     def _cross(self, memory: State, i: int) -> tuple[torch.Tensor, torch.Tensor]:
