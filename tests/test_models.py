@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from seq2seq.attention import MultiHeadAttention
 from seq2seq.config import ModelConfig, load_config
 from seq2seq.errors import ConfigError
 from seq2seq.models import build_model, select
@@ -412,6 +413,41 @@ def test_transformer_defers_the_cache_reorder_to_its_next_step(name):
         _, after, _ = model.decode_step(select(memory, idx), lazy, tgt_in[idx, 1])
         assert "cache_rows" not in after and after["self_k0"].shape[0] == 3
         assert torch.equal(after["self_k0"][:, :, :1], state["self_k0"][idx])
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_transformer_one_query_steps_equal_the_general_step(name, monkeypatch):
+    """At CPU inference without attention weights, decode_step runs each layer's one-query step
+    (DecoderLayer.step, MultiHeadAttention.one_query); step by step it equals the general path
+    (which asking for the weights takes), after a deferred reorder into K = 2 hypotheses that
+    share a memory row, as beam search lays them out."""
+    model = model_for(VARIANTS[name])
+    src, src_len, tgt_in = toy_batch()
+    calls = []
+    one_query = MultiHeadAttention.one_query
+
+    def counted(self, *args):
+        calls.append(args[0].shape)
+        return one_query(self, *args)
+
+    monkeypatch.setattr(MultiHeadAttention, "one_query", counted)
+    with torch.no_grad():
+        memory = model.encode(src, src_len)
+        fast = general = model.init_state(memory)
+        for t in range(3):
+            lp_fast, fast, weights = model.decode_step(memory, fast, tgt_in[:, t], False)
+            lp, general, _ = model.decode_step(memory, general, tgt_in[:, t], True)
+            assert weights is None
+            torch.testing.assert_close(lp_fast, lp, atol=1e-5, rtol=1e-5)
+        rows = torch.arange(3).repeat_interleave(2)  # K = 2 rows a sentence, one memory row
+        fast, general = model.reorder_state(fast, rows), model.reorder_state(general, rows)
+        lp_fast, _, _ = model.decode_step(memory, fast, tgt_in[rows, 3], False)
+        lp, _, _ = model.decode_step(memory, general, tgt_in[rows, 3], True)
+    torch.testing.assert_close(lp_fast, lp, atol=1e-5, rtol=1e-5)
+    layers = len(model.decoder_layers)
+    assert len(calls) == 2 * layers * 4 and calls[-1] == (6, model.cfg.embed_size)
+    memory = model.encode(src, src_len)  # gradients enabled (training): the general path only
+    assert "src_bias" not in memory
 
 
 @pytest.mark.parametrize("cache_grad", [True, False])

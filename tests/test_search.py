@@ -172,23 +172,37 @@ def test_beam_with_one_memory_row_per_sentence_equals_repeated_memory(return_att
 
 
 @pytest.mark.parametrize("beam", [1, 4])
-def test_transformer_steps_take_the_batched_attention_on_the_cpu(beam, monkeypatch):
-    """Every decoder step's self- and cross-attention runs as batched products
-    (attention._few_queries): a silent fall-back to the fused kernel would fail here."""
+def test_transformer_steps_take_the_one_query_attention_on_the_cpu(beam, monkeypatch):
+    """Every decoder step's self- and cross-attention runs through
+    MultiHeadAttention.one_query when no weights are wanted, beam search's K hypotheses of a
+    sentence against its one memory row; asking for the weights (return_attention) takes the
+    general step, whose self-attention runs as batched products (attention._few_queries). A
+    silent fall-back to another path fails here."""
     import seq2seq.attention as attention
 
-    calls = []
-    few = attention._few_queries
-    monkeypatch.setattr(attention, "_few_queries", lambda *a: calls.append(a[0].shape) or few(*a))
+    calls, few_calls = [], []
+    one_query, few = attention.MultiHeadAttention.one_query, attention._few_queries
+
+    def counted(self, x, k, v, bias=None):
+        calls.append((x.size(0), k.size(0), bias is not None))
+        return one_query(self, x, k, v, bias)
+
+    monkeypatch.setattr(attention.MultiHeadAttention, "one_query", counted)
+    monkeypatch.setattr(attention, "_few_queries",
+                        lambda *a: few_calls.append(a[0].shape) or few(*a))
     m = model("transformer")
     b = make_batch(sources(6, seed=2))
     limit = torch.full((6,), 4)
     strategy = Beam(beam_size=beam) if beam > 1 else Greedy()
     strategy.search(m, b.src, b.src_len, limit)
     layers = len(m.decoder_layers)
-    assert len(calls) >= 2 * layers * 2  # self and cross, every layer, at least two steps
-    if beam > 1:  # the cross-attention's queries: a sentence's beams against one memory row
-        assert (6, 2, beam, 8) in calls
+    assert len(calls) >= 2 * layers * 2 and not few_calls  # self and cross, two steps or more
+    if beam > 1:  # the cross-attention: a sentence's beams (6 x K rows) against one memory row
+        assert (6 * beam, 6, True) in calls
+    calls.clear()
+    (Beam(beam_size=beam, return_attention=True) if beam > 1
+     else Greedy(return_attention=True)).search(m, b.src, b.src_len, limit)
+    assert not calls and len(few_calls) >= layers * 2
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq import choices
-from seq2seq.attention import MultiHeadAttention
+from seq2seq.attention import MultiHeadAttention, additive_mask
 from seq2seq.choices import ARCHITECTURES
 from seq2seq.dropout import Dropout, noise
 from seq2seq.models.base import Seq2SeqModel, State, log_softmax_
@@ -242,6 +242,30 @@ class DecoderLayer(nn.Module):
         return y, new_cache, weights
 
 
+    def step(self, y: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor],
+             src_bias: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor],
+             cache_rows: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`forward` for one new position a row at inference (no gradients, no weights
+        wanted), through :meth:`MultiHeadAttention.one_query`: y (B, d), the memory's keys
+        and values (B / K, h, S, d_k), src_bias its additive mask (B / K, h, 1, S), the
+        cache as in :meth:`forward` -> y (B, d), the cache with this position appended."""
+        new_cache = cache
+
+        def self_attn(h):
+            nonlocal new_cache
+            attn = self.self_attn
+            k, v = attn.split_keys(attn.W_kv(h).view(h.size(0), 2 * attn.heads, 1, attn.d_k))
+            new_cache = (append_positions(cache[0], k, cache_rows),
+                         append_positions(cache[1], v, cache_rows))
+            return attn.one_query(h, *new_cache)  # sees every position so far: no mask
+
+        y = self.subs[0](y, self_attn)
+        y = self.subs[1](y, lambda h: self.cross_attn.one_query(h, *cross_kv, src_bias))
+        y = self.subs[2](y, self.ff)
+        return y, new_cache
+
+
 @ARCHITECTURES.implements(choices.TransformerArchitecture)
 class Transformer(Seq2SeqModel):
     """Embeddings, the encoder and decoder stacks, and the output layer (``d = embed_size``)."""
@@ -275,12 +299,15 @@ class Transformer(Seq2SeqModel):
         norms) run over the real source positions only, as CTranslate2 does: in length-sorted
         batches of 64 test sentences the padding is a fifth of the rows. Attention alone runs
         padded, and the memory's padded keys and values are zeros (masked, as before). Not on a
-        GPU, where it is unmeasured and the figures of docs/performance.md were taken padded."""
+        GPU, where it is unmeasured and the figures of docs/performance.md were taken padded.
+        There the memory also holds ``src_bias``, the mask that :meth:`decode_step`'s one-query
+        attention adds to its scores."""
         mask = src != PAD  # (B, S)
         x = self.src_embed(src)
+        inference = (not torch.is_grad_enabled() and not self.training
+                     and x.device.type == "cpu")
         rows = None  # (N,) flat indices of the real positions, when the padding is skipped
-        if (not torch.is_grad_enabled() and not self.training and x.device.type == "cpu"
-                and not bool(mask.all())):
+        if inference and not bool(mask.all()):
             rows = mask.reshape(-1).nonzero().squeeze(1)
             x = x.reshape(-1, x.size(-1)).index_select(0, rows)  # (N, d)
         for layer in self.encoder_layers:
@@ -294,6 +321,9 @@ class Transformer(Seq2SeqModel):
             if not torch.is_grad_enabled():  # decoding: each contiguous, for batched products
                 k, v = k.contiguous(), v.contiguous()
             memory[f"cross_k{i}"], memory[f"cross_v{i}"] = k, v  # (B, h, S, d_k) each
+        if inference:  # the mask as the one-query steps add it: (B, h, 1, S), 0 or -inf
+            memory["src_bias"] = additive_mask(mask, self.decoder_layers[0].cross_attn.heads,
+                                               memory["cross_k0"].dtype)
         return memory
 
     def _cross(self, memory: State, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -321,17 +351,30 @@ class Transformer(Seq2SeqModel):
         return self.dec_norm(y), new_caches, weights
 
     def decode_step(self, memory, state, prev, need_attention=True):
+        """One target position. Without attention weights wanted, on a memory that
+        :meth:`encode` made for CPU inference (it holds ``src_bias``), and without hard
+        attention, each layer takes :meth:`DecoderLayer.step`; otherwise the general
+        :meth:`DecoderLayer.forward` with one position."""
         step = state["step"]
         y = self.tgt_embed(prev.unsqueeze(1), step)  # (B, 1, d) at position t
         caches = [(state[f"self_k{i}"], state[f"self_v{i}"])
                   for i in range(len(self.decoder_layers))]
-        y, caches, weights = self._decode(memory, y, caches, need_weights=need_attention,
-                                          cache_rows=state.get("cache_rows"))
+        rows, bias = state.get("cache_rows"), memory.get("src_bias")
+        if (bias is not None and not need_attention and not self.training
+                and not torch.is_grad_enabled() and not self.decoder_layers[0].cross_attn.hard):
+            y, weights = y[:, 0], None  # (B, d)
+            for i, layer in enumerate(self.decoder_layers):
+                y, caches[i] = layer.step(y, self._cross(memory, i), bias, caches[i], rows)
+            y = self.dec_norm(y)
+        else:
+            y, caches, weights = self._decode(memory, y, caches, need_weights=need_attention,
+                                              cache_rows=rows)
+            y, weights = y[:, 0], None if weights is None else weights[:, 0]
         new: State = {"step": step + 1}
         for i, (k, v) in enumerate(caches):
             new[f"self_k{i}"], new[f"self_v{i}"] = k, v
-        log_probs = log_softmax_(self.project(y[:, 0]))  # (B, V)
-        return log_probs, new, (weights[:, 0] if weights is not None else None)
+        log_probs = log_softmax_(self.project(y))  # (B, V)
+        return log_probs, new, weights
 
     def reorder_state(self, state: State, rows: torch.Tensor) -> State:
         """Picks the rows of the step counter now and those of the key/value caches at the next
