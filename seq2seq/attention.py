@@ -390,6 +390,8 @@ class MultiHeadAttention(nn.Module):
         of operators: 4.6% of a greedy step at batch 64 (docs/performance.md)."""
         R, h, S, d_k = k.shape
         B = x.size(0)
+        if B % R:
+            raise ValueError(f"{B} query rows do not share {R} key rows evenly")
         K = B // R  # queries per key row
         q = self.W_q(x).mul_(1.0 / math.sqrt(d_k))  # (B, h * d_k)
         q = (q.view(R * h, 1, d_k) if K == 1

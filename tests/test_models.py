@@ -441,11 +441,19 @@ def test_transformer_one_query_steps_equal_the_general_step(name, monkeypatch):
             torch.testing.assert_close(lp_fast, lp, atol=1e-5, rtol=1e-5)
         rows = torch.arange(3).repeat_interleave(2)  # K = 2 rows a sentence, one memory row
         fast, general = model.reorder_state(fast, rows), model.reorder_state(general, rows)
-        lp_fast, _, _ = model.decode_step(memory, fast, tgt_in[rows, 3], False)
-        lp, _, _ = model.decode_step(memory, general, tgt_in[rows, 3], True)
-    torch.testing.assert_close(lp_fast, lp, atol=1e-5, rtol=1e-5)
-    layers = len(model.decoder_layers)
-    assert len(calls) == 2 * layers * 4 and calls[-1] == (6, model.cfg.embed_size)
+        differ = tgt_in[:, 3:5].reshape(-1)  # a sentence's two rows read different tokens
+        lp_fast, fast, _ = model.decode_step(memory, fast, differ, False)
+        lp, general, _ = model.decode_step(memory, general, differ, True)
+        torch.testing.assert_close(lp_fast, lp, atol=1e-5, rtol=1e-5)
+        swap = torch.tensor([1, 0, 3, 2, 5, 4])  # each sentence's two rows trade places
+        fast, general = model.reorder_state(fast, swap), model.reorder_state(general, swap)
+        lp_fast, _, _ = model.decode_step(memory, fast, tgt_in[rows[swap], 4], False)
+        lp, _, _ = model.decode_step(memory, general, tgt_in[rows[swap], 4], True)
+        torch.testing.assert_close(lp_fast, lp, atol=1e-5, rtol=1e-5)
+        layers = len(model.decoder_layers)
+        assert len(calls) == 2 * layers * 5 and calls[-1] == (6, model.cfg.embed_size)
+        with pytest.raises(ValueError, match="do not share"):  # 4 rows over 3 memory rows
+            model.decode_step(memory, model.reorder_state(fast, swap[:4]), rows[:4], False)
     memory = model.encode(src, src_len)  # gradients enabled (training): the general path only
     assert "src_bias" not in memory
 

@@ -203,6 +203,9 @@ def test_transformer_steps_take_the_one_query_attention_on_the_cpu(beam, monkeyp
     (Beam(beam_size=beam, return_attention=True) if beam > 1
      else Greedy(return_attention=True)).search(m, b.src, b.src_len, limit)
     assert not calls and len(few_calls) >= layers * 2
+    m.set_hard_attention(True)  # hard attention needs the weights: the general path
+    strategy.search(m, b.src, b.src_len, limit)
+    assert not calls
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -19,7 +19,10 @@ rows picked (``cache_rows``, B of the N), and the next step copies those rows st
 longer caches. The cross-attention keys and values of the source are computed once in
 :meth:`encode` (made contiguous when no gradients are wanted). In beam search the K hypotheses
 of a sentence share its memory row (:attr:`~seq2seq.models.base.Seq2SeqModel.shares_memory`).
-A step's attention runs as batched products on a CPU (:func:`seq2seq.attention._few_queries`).
+At CPU inference a step takes each layer's :meth:`DecoderLayer.step`, whose attention is
+:meth:`seq2seq.attention.MultiHeadAttention.one_query` (batched products, the source mask added
+from ``memory["src_bias"]``); with attention weights wanted, the general path, whose steps run
+batched products too (:func:`seq2seq.attention._few_queries`).
 """
 
 from __future__ import annotations
