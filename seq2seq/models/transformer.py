@@ -244,7 +244,6 @@ class DecoderLayer(nn.Module):
         y = self.subs[2](y, self.ff)
         return y, new_cache, weights
 
-
     def step(self, y: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor],
              src_bias: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor],
              cache_rows: torch.Tensor | None = None
@@ -258,7 +257,7 @@ class DecoderLayer(nn.Module):
         def self_attn(h):
             nonlocal new_cache
             attn = self.self_attn
-            k, v = attn.split_keys(attn.W_kv(h).view(h.size(0), 2 * attn.heads, 1, attn.d_k))
+            k, v = attn.split_keys(attn.project_keys(h.unsqueeze(1)))  # (B, h, 1, d_k) each
             new_cache = (append_positions(cache[0], k, cache_rows),
                          append_positions(cache[1], v, cache_rows))
             return attn.one_query(h, *new_cache)  # sees every position so far: no mask
